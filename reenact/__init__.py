@@ -1,0 +1,1 @@
+"""reenact: facial reenactment through a personalized generator, as gRPC services."""

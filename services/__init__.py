@@ -1,0 +1,1 @@
+"""The reenact services: one package per process (python -m services.<name>)."""

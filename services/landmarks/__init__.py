@@ -1,0 +1,1 @@
+"""Landmarks service: MediaPipe face mesh tracking, FFHQ-style alignment and temporal smoothing."""

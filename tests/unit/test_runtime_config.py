@@ -1,0 +1,48 @@
+import json
+import logging
+from dataclasses import dataclass
+
+import pytest
+
+from reenact.runtime.config import ServiceConfig, build_parser, option, parse_config
+from reenact.runtime.logs import JsonFormatter, request_id_var
+
+
+@dataclass(frozen=True)
+class DemoConfig(ServiceConfig):
+    window: int = option(8, "frames per batch")
+    use_gpu: bool = option(False, "run on the GPU")
+
+
+def test_defaults_flags_env_precedence():
+    cfg = parse_config(DemoConfig, "demo", [], env={})
+    assert cfg.port == 0 and cfg.window == 8 and cfg.use_gpu is False
+    env = {"REENACT_WINDOW": "4", "REENACT_DEMO_WINDOW": "16", "REENACT_DEMO_USE_GPU": "true"}
+    cfg = parse_config(DemoConfig, "demo", [], env=env)
+    assert cfg.window == 16 and cfg.use_gpu is True
+    cfg = parse_config(DemoConfig, "demo", ["--window", "2", "--port", "5000"], env=env)
+    assert cfg.window == 2 and cfg.port == 5000
+
+
+def test_invalid_values_rejected():
+    with pytest.raises(ValueError):
+        parse_config(DemoConfig, "demo", ["--port", "70000"], env={})
+    with pytest.raises(ValueError):
+        parse_config(DemoConfig, "demo", [], env={"REENACT_DEMO_USE_GPU": "maybe"})
+
+
+def test_help_documents_flags_and_env():
+    text = build_parser(DemoConfig, "demo").format_help()
+    assert "--window" in text and "REENACT_DEMO_WINDOW" in text and "--port" in text
+
+
+def test_json_logs_carry_request_id():
+    rec = logging.makeLogRecord({"msg": "hello %s", "args": ("x",), "levelname": "INFO", "name": "t",
+                                 "frames": 3})
+    token = request_id_var.set("rid-1")
+    try:
+        out = json.loads(JsonFormatter("svc").format(rec))
+    finally:
+        request_id_var.reset(token)
+    assert out["msg"] == "hello x" and out["request_id"] == "rid-1" and out["service"] == "svc"
+    assert out["frames"] == 3
