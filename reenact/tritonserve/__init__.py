@@ -1,0 +1,10 @@
+"""A real Triton Inference Server for reenact: one python-backend model `gen_<person>` per person.
+
+* `server`     – `TritonServer`: prepares the tritonserver shipped in the nvidia-pytriton wheel and runs it
+                 on loopback with explicit model control (`python -m reenact.tritonserve` in the foreground).
+* `repository` – `export_generator_model`: writes `gen_<person>` (config.pbtxt, model.py, checkpoint).
+* `client`     – `TritonRenderer`: load / unload / render W+ latents through Triton's gRPC API.
+* `gen_model`  – the python-backend model.py template (runs inside Triton only; never imported here).
+
+Submodules are imported explicitly; importing this package does no work.
+"""
