@@ -1,0 +1,1 @@
+"""Trainer service: enrollment jobs (self-scan -> personalized generator) with a persistent queue."""

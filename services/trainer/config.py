@@ -1,0 +1,39 @@
+"""Configuration of the trainer service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reenact.runtime.config import ServiceConfig, option
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TrainerConfig(ServiceConfig):
+    store_url: str = option("./.reenact/store", "artifact store: a local directory, file:///dir or s3://bucket/prefix")
+    device: str = option("auto", "training device: auto (cuda when present), cpu or cuda")
+    model_repository: str = option("./.reenact/model_repository",
+                                   "Triton model repository directory the person's generator is exported to")
+    triton_url: str = option("", "Triton gRPC address (host:port) to load gen_<person> into; empty = do not load")
+    checkpoint_every_s: float = option(120.0, "seconds between training checkpoints (resume after a restart)")
+    progress_persist_s: float = option(5.0, "at most one job-record write per this many seconds of progress")
+    keep_checkpoints: bool = option(False, "keep jobs/<job_id>/ckpt/ after a job ends (debugging)")
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.store_url:
+            raise ValueError("store_url must not be empty")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if not self.model_repository:
+            raise ValueError("model_repository must not be empty")
+        if self.checkpoint_every_s <= 0:
+            raise ValueError("checkpoint_every_s must be > 0")
+        if self.progress_persist_s < 0:
+            raise ValueError("progress_persist_s must be >= 0")
+
+    def default_profile(self, cuda_available: bool) -> str:
+        """The profile of a job that names none: 'gpu' when training runs on CUDA, else 'cpu-quick'."""
+        on_cuda = self.device == "cuda" or (self.device == "auto" and cuda_available)
+        return "gpu" if on_cuda else "cpu-quick"
