@@ -169,7 +169,7 @@ class PerceptualLoss(nn.Module):
                                         strict=True)]
         fb = [torch.cat(t) for t in zip(*(self.features(b[i:i + batch]) for i in range(0, len(b), batch)),
                                         strict=True)]
-        out = torch.zeros(len(a), len(b))
+        out = torch.zeros(len(a), len(b), device=a.device)
         for x, y in zip(fa, fb, strict=True):
             xf, yf = x.flatten(2), y.flatten(2)  # [N, C, P]
             hw = xf.shape[-1]

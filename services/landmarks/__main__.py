@@ -22,6 +22,7 @@ def build_server(cfg: LandmarksConfig) -> ServiceServer:
         [lambda s: landmarks_pb2_grpc.add_LandmarksServiceServicer_to_server(servicer, s)],
         [SERVICE_NAME],
     )
+    server.servicer = servicer
     return server
 
 
@@ -31,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     server = build_server(cfg)
     server.start()
     server.install_signal_handlers()
-    server.set_ready(True)  # MediaPipe graphs are created per stream; the model files ship in the wheel
+    server.servicer.warm_up()  # MediaPipe loads its models from the wheel; SERVING only once that worked
+    server.set_ready(True)
     print(f"landmarks listening on {server.address}", flush=True)
     server.wait()
     return 0

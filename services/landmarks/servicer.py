@@ -73,6 +73,11 @@ class LandmarksServicer(landmarks_pb2_grpc.LandmarksServiceServicer):
                                        max_faces=self.config.max_faces)
         return tracker, encoding
 
+    def warm_up(self) -> None:
+        """Load MediaPipe's graphs once (readiness: the service is SERVING only after this worked)."""
+        gray = np.full((128, 128, 3), 128, np.uint8)
+        detect_image(gray, crop_size=64, return_crop=False, max_faces=1)
+
     def TrackFrames(self, request_iterator, context) -> Iterator[landmarks_pb2.TrackFramesResponse]:
         first = next(request_iterator, None)
         if first is None:
