@@ -1,0 +1,1 @@
+"""Evaluation metrics: identity (dlib), image quality (PSNR), landmark errors."""

