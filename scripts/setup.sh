@@ -13,7 +13,7 @@ fi
 .venv/bin/python -m pip install -q -c requirements/lock.txt -e ".[dev]"
 .venv/bin/python -m pip check
 if command -v npm >/dev/null 2>&1; then
-  npm ci --no-audit --no-fund --silent
+  npm install --no-audit --no-fund --silent  # npm ci rejects this lock (optional per-platform deps)
 else
   echo "npm not found: buf lint will be skipped" >&2
 fi
