@@ -92,6 +92,8 @@ def run_enrollment(scan_path: str, *, person_id: str, profile: Profile, repo, ck
     def stop() -> bool:
         return bool(should_stop())
 
+    if base_checkpoint:  # a user-supplied base fixes the resolution (e.g. 1024 for FFHQ config-f)
+        profile = _profile_for_base(profile, base_checkpoint)
     if aligned is None:
         aligned = scan.align_scan(scan_path, profile.resolution, should_stop=stop,
                                   progress=lambda i, n: progress("align", i, n))
@@ -139,15 +141,25 @@ def run_enrollment(scan_path: str, *, person_id: str, profile: Profile, repo, ck
     return EnrollResult(version, metrics, report, [int(a) for a in anchors])
 
 
+def _profile_for_base(profile: Profile, base_checkpoint: str) -> Profile:
+    import dataclasses
+
+    from reenact.models.checkpoint import read_checkpoint
+
+    kw = read_checkpoint(base_checkpoint)["networks"]["G"]["kwargs"]
+    return dataclasses.replace(profile, resolution=int(kw["img_resolution"]), w_dim=int(kw["w_dim"]))
+
+
 def _base_and_anchors(images, profile, perceptual, progress, stop, ckpt, base_checkpoint, every_s):
+    from reenact.models.checkpoint import load_generator
+
     done = ckpt.load("anchors")
     if done is not None:  # resumed after the anchors stage
-        G = train.build_generator(profile).to(images.device)
+        G = (load_generator(base_checkpoint, device=images.device) if base_checkpoint
+             else train.build_generator(profile).to(images.device))
         G.load_state_dict(done["G"])
         return G, done["anchor_w"].to(images.device)
     if base_checkpoint:
-        from reenact.models.checkpoint import load_generator
-
         G = load_generator(base_checkpoint, device=images.device)
         progress("base", 1, 1, message=f"base generator from {pathlib.Path(base_checkpoint).name}")
         anchor_w = train.project_w(G, images, perceptual=perceptual, steps=profile.project_steps,

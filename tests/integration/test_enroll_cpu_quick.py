@@ -40,12 +40,13 @@ class Recorder:
         return seen
 
 
-def enroll(scan, store, profile, *, should_stop=lambda: False, export=None, prefix="jobs/j1/ckpt/", rec=None):
+def enroll(scan, store, profile, *, should_stop=lambda: False, export=None, prefix="jobs/j1/ckpt/", rec=None,
+           base=None):
     rec = rec or Recorder()
     result = run_enrollment(
         str(scan), person_id="astro", profile=profile, repo=PersonRepository(store),
         ckpt=Checkpoints(store, prefix), progress=StageProgress(rec), should_stop=should_stop,
-        device="cpu", export=export, checkpoint_every_s=0.0)
+        device="cpu", export=export, checkpoint_every_s=0.0, base_checkpoint=base)
     return result, rec
 
 
@@ -193,3 +194,23 @@ def test_scan_without_variation_reports_what_is_missing(tmp_path):
         enroll(path, LocalStore(tmp_path / "s"), tiny(min_frames=4))
     assert ei.value.reason == "SCAN_TOO_LITTLE_VARIATION"
     assert "yaw_left" in ei.value.message and "mouth_open" in ei.value.message
+
+
+def test_user_supplied_base_checkpoint_sets_resolution_and_projects_anchors(scan_video, tmp_path):
+    from reenact.models.checkpoint import load_generator, save_generator
+    from reenact.models.stylegan2 import Generator
+
+    torch.manual_seed(0)
+    base = Generator(z_dim=32, w_dim=32, img_resolution=64, channel_base=1024, channel_max=32,
+                     num_mapping_layers=2)
+    path = tmp_path / "base.pt"
+    save_generator(path, base, provenance={"source": "test: a random 64 px base"})
+    store = LocalStore(tmp_path / "store")
+    rec = Recorder()
+    result, _ = enroll(scan_video, store, tiny(project_steps=5), base=str(path), rec=rec)
+    assert "anchors" in rec.stages()
+    repo = PersonRepository(store)
+    assert repo.manifest("astro", result.person_version).metadata["resolution"] == 64
+    g = tmp_path / "g.pt"
+    g.write_bytes(repo.read("astro", result.person_version, "generator.pt"))
+    assert load_generator(g).img_resolution == 64
