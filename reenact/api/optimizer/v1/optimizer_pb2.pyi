@@ -46,18 +46,18 @@ class OptimizeConfig(_message.Message):
     def __init__(self, person_id: _Optional[str] = ..., person_version: _Optional[int] = ..., options: _Optional[_Union[OptimizerOptions, _Mapping]] = ...) -> None: ...
 
 class OptimizeTarget(_message.Message):
-    __slots__ = ("index", "keypoints", "crop_size", "crop", "has_face")
+    __slots__ = ("index", "keypoints", "crop_size", "crop", "no_face")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     KEYPOINTS_FIELD_NUMBER: _ClassVar[int]
     CROP_SIZE_FIELD_NUMBER: _ClassVar[int]
     CROP_FIELD_NUMBER: _ClassVar[int]
-    HAS_FACE_FIELD_NUMBER: _ClassVar[int]
+    NO_FACE_FIELD_NUMBER: _ClassVar[int]
     index: int
     keypoints: _types_pb2.Tensor
     crop_size: int
     crop: _types_pb2.Image
-    has_face: bool
-    def __init__(self, index: _Optional[int] = ..., keypoints: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., crop_size: _Optional[int] = ..., crop: _Optional[_Union[_types_pb2.Image, _Mapping]] = ..., has_face: bool = ...) -> None: ...
+    no_face: bool
+    def __init__(self, index: _Optional[int] = ..., keypoints: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., crop_size: _Optional[int] = ..., crop: _Optional[_Union[_types_pb2.Image, _Mapping]] = ..., no_face: bool = ...) -> None: ...
 
 class OptimizeRequest(_message.Message):
     __slots__ = ("config", "target")
