@@ -1,0 +1,157 @@
+"""Reenactment optimizer throughput: the straightforward per-frame procedure vs the batched warm-started engine.
+
+    python benchmarks/optimizer_bench.py --device cuda                 # random-init 256 px generator (gpu profile)
+    python benchmarks/optimizer_bench.py --device cuda --store file:///data/store --person astro
+
+(a) straightforward: every frame alone (window 1), from its nearest anchor, a fixed step count
+    (`--baseline-steps`, the paper's few hundred), no warm start, no early stop.
+(b) engine: windows of `--window` frames as one batch, warm-started from the previous frame, for each
+    step budget in `--steps`; the table marks the smallest budget whose mean keypoint error is <= (a)'s.
+Both use the same targets with keypoint_sigma 0 (the targets are not smoothed, so the errors compare).
+
+Without --person: a random-init generator of the gpu profile's architecture, 100 anchors from its mapping
+network, anchor keypoints = a real face's MediaPipe keypoints (the astronaut photo, 256 px aligned crop)
+with small random offsets, targets = that face's keypoints moved smoothly (head shift, mouth opening).
+The generated images are not faces then, so the errors only compare the two procedures, not quality.
+Prints a table (warm-up first, CUDA synchronized, median of `--repeats` runs); peak GPU memory per row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from reenact.optimize import OptimizerOptions, PersonModel, ReenactmentOptimizer, Target
+
+
+def face_keypoints(size: int) -> np.ndarray:
+    """MediaPipe keypoints [478, 3] of the astronaut photo in its aligned crop of `size` pixels."""
+    from reenact.face.tracker import detect_image
+    from reenact.fixtures import load_face
+
+    return detect_image(load_face("astronaut"), size, return_crop=False).crop_points.astype(np.float32)
+
+
+def synthetic_person(resolution: int, num_anchors: int, device: str) -> PersonModel:
+    from reenact.enroll.profiles import get_profile
+    from reenact.models.stylegan2 import Generator
+
+    p = get_profile("gpu")
+    torch.manual_seed(0)
+    G = Generator(z_dim=p.w_dim, w_dim=p.w_dim, img_resolution=resolution, channel_base=p.channel_base,
+                  channel_max=p.channel_max, num_mapping_layers=p.mapping_layers)
+    with torch.no_grad():
+        anchor_w = G.mapping(torch.randn(num_anchors, p.w_dim))[:, 0]
+    base = torch.from_numpy(face_keypoints(resolution))
+    points = base + torch.randn(num_anchors, 478, 3) * (resolution / 128)
+    return PersonModel.from_parts("bench", 1, G, anchor_w, points, device)
+
+
+def make_targets(person: PersonModel, num_frames: int) -> list[Target]:
+    r = person.resolution
+    base = face_keypoints(r)
+    crop = np.full((r, r, 3), 128, np.uint8)
+    out = []
+    for t in range(num_frames):
+        kp = base.copy()
+        kp[:, 0] += 0.02 * r * np.sin(t / 6.0)
+        kp[[14, 87, 178, 88, 95, 317, 402, 318, 324], 1] += 0.02 * r * (1 + np.sin(t / 4.0))
+        out.append(Target(t, kp, r, crop))
+    return out
+
+
+def run_once(person, options, targets, device, per_frame: bool, bf16: bool):
+    """(seconds, results). per_frame: a fresh optimizer per frame (no warm start)."""
+    sync(device)
+    start = time.perf_counter()
+    results = []
+    if per_frame:
+        for t in targets:
+            opt = ReenactmentOptimizer(person, options, device=device, bf16=bf16)
+            results += opt.push(Target(0, t.keypoints, t.crop_size, t.crop)) + opt.flush()
+    else:
+        opt = ReenactmentOptimizer(person, options, device=device, bf16=bf16)
+        for t in targets:
+            results += opt.push(t)
+        results += opt.flush()
+    sync(device)
+    return time.perf_counter() - start, results
+
+
+def sync(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(name, person, options, targets, args, per_frame=False, bf16=False) -> dict:
+    run_once(person, options, targets[: max(2, options.window)], args.device, per_frame, bf16)  # warm-up
+    if torch.device(args.device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times, results = [], None
+    for _ in range(args.repeats):
+        seconds, results = run_once(person, options, targets, args.device, per_frame, bf16)
+        times.append(seconds)
+    mem = torch.cuda.max_memory_allocated() / 2**30 if torch.device(args.device).type == "cuda" else float("nan")
+    seconds = statistics.median(times)
+    steps = np.mean([r.steps for r in results])
+    return {"name": name, "window": 1 if per_frame else options.window, "steps": steps,
+            "fps": len(targets) / seconds, "error": float(np.mean([r.keypoint_error for r in results])),
+            "mem": mem}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--resolution", type=int, default=256)
+    ap.add_argument("--anchors", type=int, default=100)
+    ap.add_argument("--frames", type=int, default=64)
+    ap.add_argument("--window", type=int, default=16)
+    ap.add_argument("--baseline-steps", type=int, default=200)
+    ap.add_argument("--baseline-frames", type=int, default=8, help="frames timed for the slow procedure")
+    ap.add_argument("--steps", default="5,10,20,30,50")
+    ap.add_argument("--learning-rate", type=float, default=3e-2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--bf16", action="store_true", help="also time the engine with bf16 autocast (CUDA)")
+    ap.add_argument("--store", default="", help="artifact store URL of an enrolled person (else synthetic)")
+    ap.add_argument("--person", default="")
+    args = ap.parse_args()
+
+    if args.store and args.person:
+        from reenact.store import PersonRepository, open_store
+
+        person = PersonModel.load(PersonRepository(open_store(args.store)), args.person, device=args.device)
+    else:
+        person = synthetic_person(args.resolution, args.anchors, args.device)
+    targets = make_targets(person, args.frames)
+    common = dict(learning_rate=args.learning_rate, keypoint_sigma=0.0, tolerance=0.0)
+    base_opts = OptimizerOptions(first_frame_steps=args.baseline_steps, steps=args.baseline_steps, window=1,
+                                 **common)
+    rows = [measure("per-frame (paper)", person, base_opts, targets[: args.baseline_frames], args, per_frame=True)]
+    for steps in [int(s) for s in args.steps.split(",")]:
+        opts = OptimizerOptions(first_frame_steps=args.baseline_steps, steps=steps, window=args.window, **common)
+        rows.append(measure(f"engine steps={steps}", person, opts, targets, args))
+        if args.bf16 and torch.device(args.device).type == "cuda":
+            rows.append(measure(f"engine steps={steps} bf16", person, opts, targets, args, bf16=True))
+    print_table(rows, args, person)
+
+
+def print_table(rows: list[dict], args, person: PersonModel) -> None:
+    dev = torch.cuda.get_device_name() if torch.device(args.device).type == "cuda" else "cpu"
+    print(f"\nreenactment optimizer, {person.resolution} px, {len(person.anchor_w)} anchors, {dev}, "
+          f"median of {args.repeats} (frames/s counts the first frame's {args.baseline_steps} steps too)")
+    print(f"{'procedure':<26}{'window':>7}{'steps/fr':>10}{'frames/s':>10}{'kp error':>10}{'speed-up':>10}"
+          f"{'GPU GiB':>9}")
+    base = rows[0]
+    for row in rows:
+        mark = " *" if row is not base and row["error"] <= base["error"] else ""
+        print(f"{row['name']:<26}{row['window']:>7}{row['steps']:>10.1f}{row['fps']:>10.2f}{row['error']:>10.4f}"
+              f"{row['fps'] / base['fps']:>9.1f}x{row['mem']:>9.2f}{mark}")
+    print("* = keypoint error <= the per-frame procedure's (equal quality)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,373 @@
+"""The reenactment optimizer: driving keypoints in, latents of the person's generator out (METHOD.md s. 7).
+
+Per driving frame t the engine finds a point (alpha_t, delta_t) of the person's P+ space minimizing
+
+    L = keypoint_weight * L_kp + mouth_weight * L_mouth + eye_weight * L_eye + L_delta + L_sum
+
+(reenact.optimize.losses). Streaming: `push(target)` buffers frames; keypoints are Gaussian smoothed over
+time (sigma `keypoint_sigma` frames, look-ahead ceil(3 sigma)), then frames are optimized `window` at a
+time as one batch (PPlus batch_size = window). The first frame starts from the anchor whose keypoints
+are closest (per-part normalized) and gets `first_frame_steps`; every later window starts each of its
+frames from the last finished frame and gets `steps`. A window stops early when the relative change of
+its summed loss falls below `tolerance`. Each frame keeps the best point it visited. A frame without a
+face repeats the previous frame's latent (steps 0). Results come back in index order, about
+ceil(3 sigma) + window frames after their target was pushed; `flush()` returns the rest.
+
+`should_stop()` is polled before every optimization step; True raises CancelledError at once.
+Deterministic on the CPU for a given seed (the seed only matters for init='random'); on CUDA,
+grid_sample's backward uses atomics, so the last bits can differ between runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from reenact.errors import CancelledError, InvalidInputError
+from reenact.models import pplus as pp
+
+from . import losses
+from .keypoints import NUM_POINTS, SUBSETS, KeypointSmoother, get_subset, keypoint_error, scale_keypoints
+from .person import PersonModel
+
+INITS = ("anchor", "uniform", "random")
+LOSS_NAMES = ("keypoint", "mouth", "eye", "delta", "sum", "total")
+MAX_STEPS = 100_000
+MAX_WINDOW = 1024
+
+
+@dataclass(frozen=True)
+class OptimizerOptions:
+    first_frame_steps: int = 200
+    steps: int = 30
+    learning_rate: float = 3e-2  # measured: 5e-3 (METHOD.md) is too slow for 30 warm-started steps
+    tolerance: float = 1e-4
+    keypoint_weight: float = 1.0
+    mouth_weight: float = 0.5
+    eye_weight: float = 0.5
+    window: int = 8
+    beta: float = 0.03
+    keypoint_subset: str = "default"
+    keypoint_sigma: float = 2.0
+    seed: int = 0
+    init: str = "anchor"
+
+    def override(self, **kw) -> OptimizerOptions:
+        """A copy with the given fields; 0 / empty values mean 'unset' (proto defaults) and are ignored."""
+        names = {f.name for f in dataclasses.fields(self)}
+        for key in kw:
+            if key not in names:
+                raise InvalidInputError.for_field(f"options.{key}", "unknown option")
+        return dataclasses.replace(self, **{k: v for k, v in kw.items() if v})
+
+    def validate(self) -> None:
+        """InvalidInputError naming every bad field."""
+        bad = [(name, why) for name, why in self._violations() if why]
+        if bad:
+            first = InvalidInputError.for_field(f"options.{bad[0][0]}", bad[0][1])
+            for name, why in bad[1:]:
+                first.violations.append(InvalidInputError.for_field(f"options.{name}", why).violations[0])
+            raise first
+
+    def _violations(self):
+        def count(v, lo, hi):
+            ok = isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+            return "" if ok else f"must be an integer in [{lo}, {hi}], got {v!r}"
+
+        def real(v, lo, hi, lo_open=False):
+            ok = isinstance(v, int | float) and math.isfinite(v) and (v > lo if lo_open else v >= lo) and v <= hi
+            return "" if ok else f"must be a finite number in {'(' if lo_open else '['}{lo}, {hi}], got {v!r}"
+
+        yield "first_frame_steps", count(self.first_frame_steps, 1, MAX_STEPS)
+        yield "steps", count(self.steps, 1, MAX_STEPS)
+        yield "learning_rate", real(self.learning_rate, 0.0, 1.0, lo_open=True)
+        yield "tolerance", real(self.tolerance, 0.0, 1.0)
+        for name in ("keypoint_weight", "mouth_weight", "eye_weight"):
+            yield name, real(getattr(self, name), 0.0, 1e6)
+        yield "window", count(self.window, 1, MAX_WINDOW)
+        yield "beta", real(self.beta, 0.0, 1.0)
+        yield "keypoint_subset", "" if self.keypoint_subset in SUBSETS else f"must be one of {SUBSETS}"
+        yield "keypoint_sigma", real(self.keypoint_sigma, 0.0, 10.0)
+        yield "seed", count(self.seed, 0, 2**63 - 1)
+        yield "init", "" if self.init in INITS else f"must be one of {INITS}"
+
+
+@dataclass
+class Target:
+    index: int
+    keypoints: np.ndarray        # float32 [478, 3] in aligned-crop pixels of crop_size
+    crop_size: int
+    crop: np.ndarray | None      # uint8 [crop_size, crop_size, 3] aligned driving crop, or None
+    has_face: bool = True
+
+
+@dataclass
+class FrameResult:
+    index: int
+    ws: np.ndarray               # float32 [num_ws, w_dim]
+    alpha: np.ndarray            # float32 [N]
+    delta: np.ndarray            # float32 [num_ws, N]
+    losses: dict[str, float]     # LOSS_NAMES at the returned point ({} for a frame without a face)
+    steps: int
+    keypoint_error: float        # mean 2-D distance over the subset / inter-ocular distance (NaN: no face)
+
+
+@dataclass
+class _Frame:
+    target: Target
+    smoothed: np.ndarray | None  # [478, 3] at R, temporally smoothed (None: no face)
+    raw: np.ndarray | None       # [478, 3] at R, this frame's own keypoints (for the pixel masks)
+
+
+@dataclass
+class _Batch:
+    targets: torch.Tensor                 # [B, 478, 3]
+    pixels: torch.Tensor | None = None    # [B, 3, R, R] in [-1, 1]
+    mouth: torch.Tensor | None = None     # [B, R, R]
+    eye: torch.Tensor | None = None       # [B, R, R]
+
+
+@dataclass
+class _Best:
+    total: torch.Tensor                   # [B]
+    alpha: torch.Tensor
+    delta: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    error: torch.Tensor | None = None
+
+
+@functools.cache
+def landmark_net(device: str = "cpu"):
+    """The differentiable MediaPipe attention mesh (478 points) on `device`, frozen; loaded once."""
+    from reenact.mpdiff import FaceLandmarkNet
+
+    return FaceLandmarkNet.from_mediapipe("attention", torch.device(device)).eval().requires_grad_(False)
+
+
+def check_target(target: Target, last_index: int | None) -> None:
+    if not isinstance(target.index, int | np.integer) or (last_index is not None and target.index <= last_index):
+        raise InvalidInputError.for_field("target.index", f"must strictly increase (got {target.index} after "
+                                                          f"{last_index})")
+    if not isinstance(target.crop_size, int | np.integer) or target.crop_size < 1:
+        raise InvalidInputError.for_field("target.crop_size", f"must be a positive integer, got {target.crop_size}")
+    if not target.has_face:
+        return
+    kp = np.asarray(target.keypoints)
+    if kp.shape != (NUM_POINTS, 3) or not np.issubdtype(kp.dtype, np.number) or not np.isfinite(kp).all():
+        raise InvalidInputError.for_field("target.keypoints", f"must be finite float [{NUM_POINTS}, 3], got "
+                                                              f"{kp.dtype} {list(kp.shape)}")
+    crop = target.crop
+    if crop is not None and (np.asarray(crop).dtype != np.uint8 or
+                             np.asarray(crop).shape != (target.crop_size, target.crop_size, 3)):
+        raise InvalidInputError.for_field("target.crop", f"must be uint8 [{target.crop_size}, "
+                                                         f"{target.crop_size}, 3] or absent")
+
+
+class ReenactmentOptimizer:
+    """Streaming optimizer of one driving sequence for one person (see the module docstring)."""
+
+    def __init__(self, person: PersonModel, options: OptimizerOptions, *, device="cpu",
+                 should_stop: Callable[[], bool] = lambda: False, landmarks=None, bf16: bool = False) -> None:
+        options.validate()
+        self.person, self.options = person, options
+        self.device = torch.device(device)
+        self.should_stop = should_stop
+        self.net = landmarks if landmarks is not None else landmark_net(str(self.device))
+        self.bf16 = bool(bf16) and self.device.type == "cuda"
+        self.subset = get_subset(options.keypoint_subset)
+        self.resolution = person.resolution
+        self.affine = losses.face_affine(self.resolution, self.device)
+        self.anchors = person.anchor_w.to(self.device).float()
+        self.anchor_points = person.anchor_points.to(self.device).float()
+        self.num_ws = int(person.G.num_ws)
+        self._smoother = KeypointSmoother(options.keypoint_sigma)
+        self._ready: list[_Frame] = []
+        self._last_index: int | None = None
+        self._previous: tuple[torch.Tensor, torch.Tensor] | None = None  # (alpha [N], delta [num_ws, N])
+        self._last_result: FrameResult | None = None
+
+    @property
+    def latency(self) -> int:
+        """At most this many frames are pushed after a frame before it comes back (smoothing look-ahead
+        ceil(3 sigma) + window - 1; the last frame of a window comes back after the look-ahead alone)."""
+        return self._smoother.delay + self.options.window - 1
+
+    def push(self, target: Target) -> list[FrameResult]:
+        check_target(target, self._last_index)
+        self._last_index = int(target.index)
+        raw = None
+        if target.has_face:
+            raw = scale_keypoints(target.keypoints, target.crop_size, self.resolution)
+        for payload, smoothed in self._smoother.push(raw, (target, raw)):
+            self._ready.append(_Frame(payload[0], smoothed, payload[1]))
+        return self._run_full_windows()
+
+    def flush(self) -> list[FrameResult]:
+        for payload, smoothed in self._smoother.flush():
+            self._ready.append(_Frame(payload[0], smoothed, payload[1]))
+        out = self._run_full_windows()
+        if self._ready:
+            out += self._run_window(self._ready)
+            self._ready = []
+        return out
+
+    # ------------------------------------------------------------------------------------------ windows
+
+    def _run_full_windows(self) -> list[FrameResult]:
+        out = []
+        w = self.options.window
+        while len(self._ready) >= w:
+            out += self._run_window(self._ready[:w])
+            del self._ready[:w]
+        return out
+
+    def _run_window(self, frames: list[_Frame]) -> list[FrameResult]:
+        faces = [f for f in frames if f.smoothed is not None]
+        done: dict[int, FrameResult] = {}
+        if faces and self._previous is None:
+            first = faces.pop(0)
+            alpha, delta = self._initial_point(first.smoothed)
+            done.update(self._optimize([first], alpha, delta, self.options.first_frame_steps))
+        if faces:
+            alpha, delta = self._previous
+            done.update(self._optimize(faces, alpha, delta, self.options.steps))
+        out = []
+        for f in frames:
+            result = done.get(f.target.index) or self._repeat(f.target.index)
+            self._last_result = result
+            out.append(result)
+        return out
+
+    def _repeat(self, index: int) -> FrameResult:
+        """A frame without a face: the previous latent (or the P+ centre before any face), steps 0."""
+        prev = self._last_result
+        if prev is None:
+            alpha = pp.init_alpha(self.anchors.shape[0]).to(self.device)
+            delta = torch.zeros(self.num_ws, self.anchors.shape[0], device=self.device)
+            ws = self._ws(alpha, delta)
+            return FrameResult(index, ws, _np(alpha), _np(delta), {}, 0, float("nan"))
+        return FrameResult(index, prev.ws.copy(), prev.alpha.copy(), prev.delta.copy(), {}, 0, float("nan"))
+
+    def _initial_point(self, points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.anchors.shape[0]
+        if self.options.init == "anchor":
+            alpha = pp.init_alpha(n, index=self.nearest_anchor(points))
+        elif self.options.init == "uniform":
+            alpha = pp.init_alpha(n)
+        else:
+            alpha = _dirichlet(n, torch.Generator().manual_seed(self.options.seed))
+        return alpha.to(self.device), torch.zeros(self.num_ws, n, device=self.device)
+
+    def nearest_anchor(self, points: np.ndarray) -> int:
+        """Index of the anchor whose keypoints are closest to `points` [478, 3] at R (per-part normalized)."""
+        target = torch.as_tensor(points, dtype=torch.float32, device=self.device)
+        target = target.expand_as(self.anchor_points)
+        return int(losses.keypoint_loss(self.anchor_points, target, self.subset).argmin())
+
+    # ------------------------------------------------------------------------------------- optimization
+
+    def _optimize(self, frames: list[_Frame], alpha: torch.Tensor, delta: torch.Tensor,
+                  budget: int) -> dict[int, FrameResult]:
+        batch = self._batch(frames)
+        point = pp.PPlus(self.anchors, self.num_ws, batch_size=len(frames), beta=self.options.beta)
+        point.set_point(alpha, delta)
+        opt = torch.optim.Adam(point.parameters(), lr=self.options.learning_rate, betas=(0.9, 0.999))
+        best, previous, steps = None, None, 0
+        for _ in range(budget):
+            if self.should_stop():
+                raise CancelledError("reenactment cancelled")
+            terms, error = self._terms(point, batch)
+            best = _keep_best(best, point, terms, error)
+            steps += 1
+            loss = terms["total"].sum()
+            if previous is not None and abs(previous - loss.item()) <= self.options.tolerance * abs(previous):
+                break
+            previous = loss.item()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return {f.target.index: self._result(f.target.index, best, i, steps) for i, f in enumerate(frames)}
+
+    def _terms(self, point: pp.PPlus, batch: _Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        o = self.options
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
+            images = self.person.G.synthesis(point.ws(), noise_mode="const")
+        images = images.float()
+        kp = losses.generated_keypoints(self.net, images, self.affine)
+        zero = images.new_zeros(images.shape[0])
+        terms = {"keypoint": losses.keypoint_loss(kp, batch.targets, self.subset),
+                 "mouth": zero, "eye": zero, "delta": point.l_delta(), "sum": point.l_sum()}
+        if batch.pixels is not None and o.mouth_weight > 0:
+            terms["mouth"] = losses.masked_l2(images, batch.pixels, batch.mouth)
+        if batch.pixels is not None and o.eye_weight > 0:
+            terms["eye"] = losses.masked_l2(images, batch.pixels, batch.eye)
+        terms["total"] = (o.keypoint_weight * terms["keypoint"] + o.mouth_weight * terms["mouth"]
+                          + o.eye_weight * terms["eye"] + terms["delta"] + terms["sum"])
+        return terms, keypoint_error(kp.detach(), batch.targets, self.subset)
+
+    def _batch(self, frames: list[_Frame]) -> _Batch:
+        r, dev = self.resolution, self.device
+        targets = torch.from_numpy(np.stack([f.smoothed for f in frames])).float().to(dev)
+        batch = _Batch(targets)
+        with_crop = [f for f in frames if f.target.crop is not None]
+        if not with_crop or (self.options.mouth_weight <= 0 and self.options.eye_weight <= 0):
+            return batch
+        pixels, mouth, eye = [], [], []
+        for f in frames:
+            if f.target.crop is None:
+                pixels.append(torch.zeros(3, r, r))
+                mouth.append(np.zeros((r, r), np.float32))
+                eye.append(np.zeros((r, r), np.float32))
+                continue
+            pixels.append(losses.crop_to_tensor(np.asarray(f.target.crop), r))
+            m, e = losses.region_masks(f.raw, r)
+            mouth.append(m)
+            eye.append(e)
+        batch.pixels = torch.stack(pixels).to(dev)
+        batch.mouth = torch.from_numpy(np.stack(mouth)).to(dev)
+        batch.eye = torch.from_numpy(np.stack(eye)).to(dev)
+        return batch
+
+    def _result(self, index: int, best: _Best, i: int, steps: int) -> FrameResult:
+        alpha, delta = best.alpha[i], best.delta[i]
+        self._previous = (alpha, delta)  # frames come in order: the last one wins
+        terms = {k: float(best.terms[k][i]) for k in LOSS_NAMES}
+        return FrameResult(index, self._ws(alpha, delta), _np(alpha), _np(delta), terms, steps,
+                           float(best.error[i]))
+
+    @torch.no_grad()
+    def _ws(self, alpha: torch.Tensor, delta: torch.Tensor) -> np.ndarray:
+        coeffs = pp.coefficients(alpha, delta, beta=self.options.beta)
+        return _np(pp.combine(coeffs, self.anchors))
+
+
+@torch.no_grad()
+def _keep_best(best: _Best | None, point: pp.PPlus, terms: dict[str, torch.Tensor], error: torch.Tensor) -> _Best:
+    """Per frame, the point with the lowest total loss so far (and its terms)."""
+    total = terms["total"].detach()
+    snap = {k: v.detach().clone() for k, v in terms.items()}
+    if best is None:
+        return _Best(total.clone(), point.alpha.detach().clone(), point.delta.detach().clone(), snap, error.clone())
+    better = total < best.total
+    best.total = torch.where(better, total, best.total)
+    best.alpha = torch.where(better[:, None], point.alpha.detach(), best.alpha)
+    best.delta = torch.where(better[:, None, None], point.delta.detach(), best.delta)
+    best.terms = {k: torch.where(better, snap[k], best.terms[k]) for k in snap}
+    best.error = torch.where(better, error, best.error)
+    return best
+
+
+def _dirichlet(n: int, gen: torch.Generator) -> torch.Tensor:
+    """A random convex mix of the anchors (flat Dirichlet), reproducible under `gen`."""
+    e = -torch.log(torch.rand(n, generator=gen).clamp_min(1e-12))
+    return e / e.sum()
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().float().cpu().numpy().astype(np.float32)

@@ -1,0 +1,44 @@
+"""Configuration of the optimizer service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reenact.runtime.config import ServiceConfig, option
+
+DEVICES = ("auto", "cpu", "cuda")
+GIB = 1 << 30
+
+
+@dataclass(frozen=True)
+class OptimizerConfig(ServiceConfig):
+    store_url: str = option("./.reenact/store", "artifact store: a local directory, file:///dir or s3://bucket/prefix")
+    device: str = option("auto", "optimization device: auto (cuda when present), cpu or cuda")
+    cache_bytes: int = option(2 * GIB, "LRU budget in bytes of the person generators kept loaded")
+    max_streams: int = option(8, "concurrent Optimize streams; more are refused with RESOURCE_EXHAUSTED")
+    max_queue: int = option(64, "targets received but not yet answered per stream (window + look-ahead)")
+    retry_after_s: float = option(1.0, "retry delay suggested to clients refused for too many streams")
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.store_url:
+            raise ValueError("store_url must not be empty")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.cache_bytes < 0:
+            raise ValueError("cache_bytes must be >= 0")
+        if self.max_streams < 1:
+            raise ValueError("max_streams must be >= 1")
+        if self.max_streams >= self.workers:
+            raise ValueError(f"max_streams ({self.max_streams}) must be below workers ({self.workers}): "
+                             "health checks and refusals need a free worker thread")
+        if self.max_queue < 1:
+            raise ValueError("max_queue must be >= 1")
+        if self.retry_after_s < 0:
+            raise ValueError("retry_after_s must be >= 0")
+
+    def resolve_device(self, cuda_available: bool) -> str:
+        """'cuda' or 'cpu': auto picks cuda when present; an explicit 'cuda' without a GPU is an error."""
+        if self.device == "cuda" and not cuda_available:
+            raise ValueError("device=cuda but no CUDA device is available")
+        return "cuda" if self.device == "cuda" or (self.device == "auto" and cuda_available) else "cpu"

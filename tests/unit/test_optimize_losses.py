@@ -1,0 +1,265 @@
+"""Reenactment optimizer core: keypoint subsets and normalization, masks, loss terms, options, streaming."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from reenact.errors import CancelledError, InvalidInputError
+from reenact.models.stylegan2 import Generator
+from reenact.optimize import OptimizerOptions, PersonModel, ReenactmentOptimizer, Target, get_subset, losses
+from reenact.optimize.keypoints import LIPS_INNER, SUBSETS, inter_ocular, part_features
+
+R = 32
+
+
+@pytest.fixture(scope="module")
+def face_points() -> np.ndarray:
+    """Exact 478 keypoints of the astronaut fixture, in a 128 px aligned crop (from the fixture's truth)."""
+    from reenact.face.align import ffhq_alignment, transform_points
+    from reenact.fixtures import load_face, make_schedule, render_selfscan
+
+    _, truth = render_selfscan(load_face("astronaut"), make_schedule(1), size=128)
+    gt = np.asarray(truth["frames"][0]["landmarks_3d"], np.float64)
+    return transform_points(gt, ffhq_alignment(gt, 128).source_to_crop).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def person(face_points) -> PersonModel:
+    torch.manual_seed(0)
+    G = Generator(z_dim=16, w_dim=16, img_resolution=R, channel_base=256, channel_max=16, num_mapping_layers=1)
+    anchor_w = torch.randn(4, 16)
+    pts = torch.from_numpy(face_points * (R / 128)).expand(4, -1, -1).clone()
+    pts[1:, :, 0] += torch.arange(1, 4)[:, None].float()  # anchors differ by a shift
+    return PersonModel.from_parts("astro", 1, G, anchor_w, pts)
+
+
+def opts(**kw) -> OptimizerOptions:
+    base = dict(first_frame_steps=3, steps=2, window=2, keypoint_sigma=1.0)
+    return OptimizerOptions(**{**base, **kw})
+
+
+def targets(face_points, n, start=0, crop=True):
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    return [Target(start + i, face_points + np.float32(0.3 * i), 128, img if crop else None) for i in range(n)]
+
+
+# ---------------------------------------------------------------------------------------------- subsets
+
+
+def test_subsets_have_the_documented_sizes():
+    assert 60 <= get_subset("default").size <= 70
+    for name in SUBSETS:
+        s = get_subset(name)
+        idx = s.indices
+        assert len(set(idx.tolist())) == len(idx) and idx.min() >= 0 and idx.max() < 478
+        assert set(s.parts) == {"oval", "nose", "right_brow", "left_brow", "right_eye", "left_eye", "lips"}
+    assert get_subset("all").size == 478
+    with pytest.raises(ValueError):
+        get_subset("nope")
+
+
+def test_part_features_remove_each_part_centroid(face_points):
+    s = get_subset("contours")
+    f = part_features(torch.from_numpy(face_points), s)
+    part_of = torch.from_numpy(s.part_of)
+    for p in range(len(s.parts)):
+        assert f.local[part_of == p].mean(0).abs().max() < 1e-4
+    assert f.centroids.shape == (len(s.parts), 3) and f.scale > 0
+
+
+def test_keypoint_loss_zero_for_equal_and_local_terms_translation_invariant(face_points):
+    s = get_subset("default")
+    pts = torch.from_numpy(face_points)
+    assert losses.keypoint_loss(pts, pts, s) < 1e-10
+    moved = pts + torch.tensor([5.0, -3.0, 2.0])
+    f0, f1 = part_features(pts, s), part_features(moved, s)
+    torch.testing.assert_close(f0.local, f1.local)
+    torch.testing.assert_close(f0.scale, f1.scale)
+    # a translation costs exactly the centroid term; translating both changes nothing
+    assert losses.keypoint_loss(moved, pts, s) > 0
+    torch.testing.assert_close(losses.keypoint_loss(moved + 1, pts + 1, s), losses.keypoint_loss(moved, pts, s))
+    # scale-free: the same relative error at twice the size gives the same loss
+    torch.testing.assert_close(losses.keypoint_loss(2 * moved, 2 * pts, s), losses.keypoint_loss(moved, pts, s))
+
+
+def test_inter_ocular_distance(face_points):
+    iod = float(inter_ocular(face_points))
+    assert 25 < iod < 45  # an FFHQ crop of 128 px: eyes about 0.27 of the width apart
+    torch.testing.assert_close(inter_ocular(torch.from_numpy(face_points)), torch.tensor(iod))
+
+
+# ------------------------------------------------------------------------------------------------ masks
+
+
+INNER_LOWER = [95, 88, 178, 87, 14, 317, 402, 318, 324]
+INNER_UPPER = [191, 80, 81, 82, 13, 312, 311, 310, 415]  # above INNER_LOWER, same order
+
+
+def _open_mouth(points: np.ndarray) -> np.ndarray:
+    p = points.copy()
+    p[INNER_LOWER, 1] += 6.0
+    return p
+
+
+def _closed_mouth(points: np.ndarray) -> np.ndarray:
+    p = points.copy()
+    p[INNER_LOWER] = p[INNER_UPPER]
+    return p
+
+
+def test_mouth_mask_is_feathered_and_inside_the_inner_lip_ring(face_points):
+    pts = _open_mouth(face_points)
+    m = losses.mouth_mask(pts, 128, feather=1.5)
+    ring = pts[list(LIPS_INNER), :2]
+    cx, cy = ring.mean(0)
+    assert m[int(cy), int(cx)] > 0.8
+    assert m[5, 5] == 0 and m[int(cy) - 25, int(cx)] < 1e-3  # far away: nothing
+    assert ((m > 0.05) & (m < 0.95)).sum() > 20  # a soft edge
+    assert 0 <= m.min() and m.max() <= 1
+    closed = losses.mouth_mask(_closed_mouth(face_points), 128, feather=1.5)
+    assert closed.sum() < 0.1 * m.sum()
+
+
+def test_iris_mask_covers_both_irises(face_points):
+    m = losses.iris_mask(face_points, 128, feather=1.0)
+    for c in (468, 473):
+        x, y = face_points[c, :2]
+        assert m[int(y), int(x)] > 0.7
+    assert m[64, 64] < 1e-3 and ((m > 0.05) & (m < 0.95)).any()
+
+
+def test_masked_l2_is_zero_outside_the_mask():
+    a = torch.zeros(1, 3, 8, 8)
+    b = torch.zeros(1, 3, 8, 8)
+    b[..., :4] = 1.0
+    mask = torch.zeros(1, 8, 8)
+    mask[..., 4:] = 1.0
+    assert losses.masked_l2(a, b, mask).item() == pytest.approx(0.0)
+    assert losses.masked_l2(a, b, 1 - mask).item() == pytest.approx(1.0, rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------ terms + gradients
+
+
+def test_every_loss_term_is_finite_with_gradients_to_alpha_and_delta(person, face_points):
+    from reenact.models.pplus import PPlus
+
+    opt = ReenactmentOptimizer(person, opts())
+    frames = [_frame(t, R) for t in targets(face_points, 2)]
+    batch = opt._batch(frames)
+    point = PPlus(person.anchor_w, person.G.num_ws, batch_size=2)
+    with torch.no_grad():
+        point.delta.normal_(0, 0.01)
+    terms, err = opt._terms(point, batch)
+    assert set(terms) == {"keypoint", "mouth", "eye", "delta", "sum", "total"}
+    for name, value in terms.items():
+        assert value.shape == (2,) and torch.isfinite(value).all(), name
+    assert err.shape == (2,) and torch.isfinite(err).all()
+    for name in ("keypoint", "mouth", "eye", "delta"):
+        point.zero_grad()
+        terms, _ = opt._terms(point, batch)
+        terms[name].sum().backward()
+        grad = point.delta.grad if name == "delta" else point.alpha.grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+
+
+def _frame(t: Target, r: int):
+    from reenact.optimize.engine import _Frame
+
+    pts = t.keypoints * (r / t.crop_size)
+    return _Frame(t, pts, pts)
+
+
+# ------------------------------------------------------------------------------------------------ options
+
+
+def test_options_validate_and_override():
+    OptimizerOptions().validate()
+    with pytest.raises(InvalidInputError) as ei:
+        OptimizerOptions(steps=0, learning_rate=float("nan"), keypoint_subset="x", window=0).validate()
+    fields = {v.field for v in ei.value.violations}
+    assert fields == {"options.steps", "options.learning_rate", "options.keypoint_subset", "options.window"}
+    o = OptimizerOptions().override(steps=5, window=0, keypoint_subset="", learning_rate=0.0, init="uniform")
+    assert (o.steps, o.window, o.keypoint_subset, o.learning_rate, o.init) == (5, 8, "default", 3e-2, "uniform")
+    with pytest.raises(InvalidInputError):
+        OptimizerOptions().override(nope=1)
+    with pytest.raises(InvalidInputError):
+        ReenactmentOptimizer.__new__(ReenactmentOptimizer).__init__(None, OptimizerOptions(init="zero"))
+
+
+# ------------------------------------------------------------------------------------------- streaming
+
+
+def test_targets_are_validated(person, face_points):
+    opt = ReenactmentOptimizer(person, opts())
+    t0, t1 = targets(face_points, 2)
+    opt.push(t0)
+    with pytest.raises(InvalidInputError) as ei:
+        opt.push(Target(0, t1.keypoints, 128, None))
+    assert ei.value.violations[0].field == "target.index"
+    bad = t1.keypoints.copy()
+    bad[3, 1] = np.nan
+    for kp in (bad, t1.keypoints[:468]):
+        with pytest.raises(InvalidInputError) as ei:
+            opt.push(Target(5, kp, 128, None))
+        assert ei.value.violations[0].field == "target.keypoints"
+
+
+def test_stream_returns_every_frame_once_in_order_with_latency(person, face_points):
+    opt = ReenactmentOptimizer(person, opts(window=2, keypoint_sigma=1.0))
+    got = []
+    ts = targets(face_points, 6, start=10)
+    ts[3] = Target(13, ts[3].keypoints, 128, None, has_face=False)
+    for i, t in enumerate(ts):
+        out = opt.push(t)
+        assert all(r.index <= t.index - 1 for r in out)  # sigma 1: one frame of look-ahead
+        got += out
+        assert bool(out) == (i in (opt.latency, opt.latency + 2))  # windows of 2 frames
+    got += opt.flush()
+    assert [r.index for r in got] == [10, 11, 12, 13, 14, 15]
+    assert got[0].steps == 3 and got[1].steps == 2  # frame 0 budget, then warm-started windows
+    no_face = got[3]
+    assert no_face.steps == 0 and np.array_equal(no_face.ws, got[2].ws) and no_face.losses == {}
+    r = got[0]
+    assert r.ws.shape == (person.G.num_ws, 16) and r.ws.dtype == np.float32
+    assert r.alpha.shape == (4,) and r.delta.shape == (person.G.num_ws, 4)
+    assert set(r.losses) == {"keypoint", "mouth", "eye", "delta", "sum", "total"}
+    assert np.isfinite(r.keypoint_error)
+
+
+def test_first_frame_starts_from_the_nearest_anchor(person, face_points):
+    opt = ReenactmentOptimizer(person, opts())
+    shifted = face_points * (R / 128)
+    shifted[:, 0] += 2.0
+    assert opt.nearest_anchor(shifted) == 2
+
+
+def test_deterministic_under_a_seed(person, face_points):
+    def run():
+        opt = ReenactmentOptimizer(person, opts(init="random", seed=3))
+        out = []
+        for t in targets(face_points, 3):
+            out += opt.push(t)
+        return out + opt.flush()
+
+    a, b = run(), run()
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.ws, y.ws)
+
+
+def test_should_stop_raises_cancelled(person, face_points):
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    opt = ReenactmentOptimizer(person, opts(first_frame_steps=50), should_stop=stop)
+    with pytest.raises(CancelledError):
+        for t in targets(face_points, 3):
+            opt.push(t)
+        opt.flush()
+    assert calls["n"] == 3  # stopped at once, not after the step budget
