@@ -83,7 +83,7 @@ def cmd_train(ns) -> None:
     profile = profile.override(base_steps=ns.base_steps, tune_steps=ns.tune_steps, eval_steps=ns.eval_steps)
     timer = StageTimer()
     with tempfile.TemporaryDirectory() as tmp:
-        store = LocalStore(tmp)
+        store = LocalStore(ns.store or tmp)
         result = run_enrollment("", person_id="bench", profile=profile, repo=PersonRepository(store),
                                 ckpt=Checkpoints(store, "jobs/bench/ckpt/"), progress=StageProgress(timer),
                                 should_stop=lambda: False, device=ns.device, aligned=aligned,
@@ -159,6 +159,7 @@ def main() -> None:
     t.add_argument("--tune-steps", type=int, default=0)
     t.add_argument("--eval-steps", type=int, default=0)
     t.add_argument("--p0", type=int, default=200)
+    t.add_argument("--store", default="", help="keep the person in this local store dir (default: temporary)")
     t.add_argument("--out", required=True)
     t.set_defaults(fn=cmd_train)
     i = sub.add_parser("identity")

@@ -27,9 +27,14 @@ import torch
 
 from reenact.optimize import OptimizerOptions, PersonModel, ReenactmentOptimizer, Target
 
+KEYPOINTS_FILE = ""  # --keypoints: precomputed keypoints (machines without MediaPipe)
+
 
 def face_keypoints(size: int) -> np.ndarray:
     """MediaPipe keypoints [478, 3] of the astronaut photo in its aligned crop of `size` pixels."""
+    if KEYPOINTS_FILE:
+        kp = np.load(KEYPOINTS_FILE).astype(np.float32)  # saved for a 256 px crop
+        return kp * np.float32(size / 256)
     from reenact.face.tracker import detect_image
     from reenact.fixtures import load_face
 
@@ -118,7 +123,11 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true", help="also time the engine with bf16 autocast (CUDA)")
     ap.add_argument("--store", default="", help="artifact store URL of an enrolled person (else synthetic)")
     ap.add_argument("--person", default="")
+    ap.add_argument("--keypoints", default="", help="face keypoints [478, 3] of a 256 px aligned crop (.npy), "
+                    "for machines without MediaPipe")
     args = ap.parse_args()
+    global KEYPOINTS_FILE
+    KEYPOINTS_FILE = args.keypoints
 
     if args.store and args.person:
         from reenact.store import PersonRepository, open_store
