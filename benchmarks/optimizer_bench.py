@@ -56,6 +56,28 @@ def synthetic_person(resolution: int, num_anchors: int, device: str) -> PersonMo
     return PersonModel.from_parts("bench", 1, G, anchor_w, points, device)
 
 
+def load_targets(path: str, num_frames: int) -> list[Target]:
+    """Real driving targets saved by `--save-targets` (aligned crops + their MediaPipe keypoints)."""
+    z = np.load(path)
+    kp, crops = z["keypoints"][:num_frames], z["crops"][:num_frames]
+    return [Target(i, kp[i].astype(np.float32), crops.shape[1], crops[i]) for i in range(len(kp))]
+
+
+def save_targets(path: str, size: int, num_frames: int) -> None:
+    """Held-out self-scan fixture frames of the astronaut (TEST FIXTURE), aligned by the landmarks core."""
+    from reenact.face.tracker import FaceTracker
+    from reenact.fixtures import load_face, make_schedule, render_selfscan
+
+    frames, _ = render_selfscan(load_face("astronaut"), make_schedule(num_frames, seed=1, held_out=True),
+                                size=512)
+    with FaceTracker(crop_size=size, sigma=0.0, return_crop=True) as tracker:
+        res = [r for i, f in enumerate(frames) for r in tracker.push(i, f)] + tracker.flush()
+    res = [r for r in res if r.crop_points is not None]
+    np.savez_compressed(path, keypoints=np.stack([r.crop_points for r in res]).astype(np.float32),
+                        crops=np.stack([r.crop for r in res]))
+    print(f"wrote {len(res)} targets to {path}")
+
+
 def make_targets(person: PersonModel, num_frames: int) -> list[Target]:
     r = person.resolution
     base = face_keypoints(r)
@@ -126,9 +148,14 @@ def main() -> None:
     ap.add_argument("--person", default="")
     ap.add_argument("--keypoints", default="", help="face keypoints [478, 3] of a 256 px aligned crop (.npy), "
                     "for machines without MediaPipe")
+    ap.add_argument("--targets", default="", help="real targets (.npz from --save-targets) instead of synthetic")
+    ap.add_argument("--save-targets", default="", help="write held-out fixture targets to this .npz and exit")
     args = ap.parse_args()
     global KEYPOINTS_FILE
     KEYPOINTS_FILE = args.keypoints
+    if args.save_targets:
+        save_targets(args.save_targets, args.resolution, args.frames)
+        return
 
     if args.store and args.person:
         from reenact.store import PersonRepository, open_store
@@ -136,14 +163,16 @@ def main() -> None:
         person = PersonModel.load(PersonRepository(open_store(args.store)), args.person, device=args.device)
     else:
         person = synthetic_person(args.resolution, args.anchors, args.device)
-    targets = make_targets(person, args.frames)
+    targets = load_targets(args.targets, args.frames) if args.targets else make_targets(person, args.frames)
     common = dict(learning_rate=args.learning_rate, keypoint_sigma=0.0, tolerance=0.0)
     base_opts = OptimizerOptions(first_frame_steps=args.baseline_steps, steps=args.baseline_steps, window=1,
                                  **common)
     rows = [measure("per-frame (paper)", person, base_opts, targets[: args.baseline_frames], args, per_frame=True)]
+    print("measured:", rows[-1], flush=True)
     for steps in [int(s) for s in args.steps.split(",")]:
         opts = OptimizerOptions(first_frame_steps=args.baseline_steps, steps=steps, window=args.window, **common)
         rows.append(measure(f"engine steps={steps}", person, opts, targets, args))
+        print("measured:", rows[-1], flush=True)
         if args.bf16 and torch.device(args.device).type == "cuda":
             rows.append(measure(f"engine steps={steps} bf16", person, opts, targets, args, bf16=True))
     print_table(rows, args, person)
