@@ -47,6 +47,24 @@ class ServiceConfig:
         return dataclasses.asdict(self)
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class StoreDeviceConfig(ServiceConfig):
+    """Options of the services that read the artifact store and compute on a device (trainer, optimizer)."""
+
+    store_url: str = option("./.reenact/store", "artifact store: a local directory, file:///dir or s3://bucket/prefix")
+    device: str = option("auto", "compute device: auto (cuda when present), cpu or cuda")
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.store_url:
+            raise ValueError("store_url must not be empty")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+
+
 def _parse_bool(text: str) -> bool:
     low = str(text).strip().lower()
     if low in ("1", "true", "yes", "on"):

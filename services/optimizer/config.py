@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reenact.runtime.config import ServiceConfig, option
+from reenact.runtime.config import StoreDeviceConfig, option
 
-DEVICES = ("auto", "cpu", "cuda")
 GIB = 1 << 30
 
 
 @dataclass(frozen=True)
-class OptimizerConfig(ServiceConfig):
-    store_url: str = option("./.reenact/store", "artifact store: a local directory, file:///dir or s3://bucket/prefix")
-    device: str = option("auto", "optimization device: auto (cuda when present), cpu or cuda")
+class OptimizerConfig(StoreDeviceConfig):
     cache_bytes: int = option(2 * GIB, "LRU budget in bytes of the person generators kept loaded")
     max_streams: int = option(8, "concurrent Optimize streams; more are refused with RESOURCE_EXHAUSTED")
     max_queue: int = option(64, "targets received but not yet answered per stream (window + look-ahead)")
@@ -21,10 +18,6 @@ class OptimizerConfig(ServiceConfig):
 
     def validate(self) -> None:
         super().validate()
-        if not self.store_url:
-            raise ValueError("store_url must not be empty")
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
         if self.cache_bytes < 0:
             raise ValueError("cache_bytes must be >= 0")
         if self.max_streams < 1:

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reenact.runtime.config import ServiceConfig, option
-
-DEVICES = ("auto", "cpu", "cuda")
+from reenact.runtime.config import StoreDeviceConfig, option
 
 
 @dataclass(frozen=True)
-class TrainerConfig(ServiceConfig):
-    store_url: str = option("./.reenact/store", "artifact store: a local directory, file:///dir or s3://bucket/prefix")
-    device: str = option("auto", "training device: auto (cuda when present), cpu or cuda")
+class TrainerConfig(StoreDeviceConfig):
     model_repository: str = option("./.reenact/model_repository",
                                    "Triton model repository directory the person's generator is exported to")
     triton_url: str = option("", "Triton gRPC address (host:port) to load gen_<person> into; empty = do not load")
@@ -22,10 +18,6 @@ class TrainerConfig(ServiceConfig):
 
     def validate(self) -> None:
         super().validate()
-        if not self.store_url:
-            raise ValueError("store_url must not be empty")
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
         if not self.model_repository:
             raise ValueError("model_repository must not be empty")
         if self.checkpoint_every_s <= 0:
