@@ -114,12 +114,19 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def baseline_indices(args, num_frames: int) -> list[int]:
+    return list(range(0, num_frames, max(1, args.baseline_stride)))[: args.baseline_frames]
+
+
 def measure(name, person, options, targets, args, per_frame=False, bf16=False) -> dict:
+    """Median time of `repeats` runs after a warm-up; 'head_error' = mean keypoint error on the frames the
+    per-frame procedure optimizes (baseline_indices), so rows compare at equal frames."""
     run_once(person, options, targets[: max(2, options.window)], args.device, per_frame, bf16)  # warm-up
     if torch.device(args.device).type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times, results = [], None
-    for _ in range(args.repeats):
+    repeats = (args.baseline_repeats or args.repeats) if per_frame else args.repeats
+    for _ in range(repeats):
         seconds, results = run_once(person, options, targets, args.device, per_frame, bf16)
         times.append(seconds)
     mem = torch.cuda.max_memory_allocated() / 2**30 if torch.device(args.device).type == "cuda" else float("nan")
@@ -128,7 +135,8 @@ def measure(name, person, options, targets, args, per_frame=False, bf16=False) -
     errors = [r.keypoint_error for r in results]
     return {"name": name, "window": 1 if per_frame else options.window, "steps": steps,
             "fps": len(targets) / seconds, "error": float(np.mean(errors)),
-            "head_error": float(np.mean(errors[: args.baseline_frames])), "mem": mem}
+            "head_error": float(np.mean(errors if per_frame else [errors[i] for i in baseline_indices(
+                args, len(errors))])), "mem": mem}
 
 
 def main() -> None:
@@ -140,8 +148,20 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=16)
     ap.add_argument("--baseline-steps", type=int, default=200)
     ap.add_argument("--baseline-frames", type=int, default=8, help="frames timed for the slow procedure")
+    ap.add_argument("--baseline-stride", type=int, default=1, help="the slow procedure optimizes every S-th "
+                    "frame (0, S, 2S, ...), so the equal-quality comparison spans the whole motion")
+    ap.add_argument("--baseline-repeats", type=int, default=0, help="timed runs of the slow procedure "
+                    "(default: --repeats)")
     ap.add_argument("--steps", default="5,10,20,30,50")
-    ap.add_argument("--learning-rate", type=float, default=3e-2)
+    ap.add_argument("--learning-rate", type=float, default=3e-2, help="the per-frame procedure's learning rate "
+                    "(3e-2 with --baseline-variant delta_lr_scale=0.1,lr_final=0.1 was its best measured setting)")
+    ap.add_argument("--learning-rates", default="", help="engine learning rates to compare (default: "
+                    "--learning-rate)")
+    ap.add_argument("--variants", default="", help="engine option sets to compare, ';'-separated, each "
+                    "'name=value,...' (e.g. 'delta_lr_scale=0.1,lr_final=0.1'); applied to every row")
+    ap.add_argument("--baseline-variant", default="", help="option set of the per-frame procedure")
+    ap.add_argument("--trace", action="store_true", help="print the engine's mean total loss per step, first "
+                    "windows")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--bf16", action="store_true", help="also time the engine with bf16 autocast (CUDA)")
     ap.add_argument("--store", default="", help="artifact store URL of an enrolled person (else synthetic)")
@@ -164,33 +184,66 @@ def main() -> None:
     else:
         person = synthetic_person(args.resolution, args.anchors, args.device)
     targets = load_targets(args.targets, args.frames) if args.targets else make_targets(person, args.frames)
-    common = dict(learning_rate=args.learning_rate, keypoint_sigma=0.0, tolerance=0.0)
+    common = dict(keypoint_sigma=0.0, tolerance=0.0)
     base_opts = OptimizerOptions(first_frame_steps=args.baseline_steps, steps=args.baseline_steps, window=1,
-                                 **common)
-    rows = [measure("per-frame (paper)", person, base_opts, targets[: args.baseline_frames], args, per_frame=True)]
+                                 learning_rate=args.learning_rate,
+                                 **{**common, **parse_variant(args.baseline_variant)})
+    head = [targets[i] for i in baseline_indices(args, len(targets))]
+    rows = [measure("per-frame (paper)", person, base_opts, head, args, per_frame=True)]
     print("measured:", rows[-1], flush=True)
-    for steps in [int(s) for s in args.steps.split(",")]:
-        opts = OptimizerOptions(first_frame_steps=args.baseline_steps, steps=steps, window=args.window, **common)
-        rows.append(measure(f"engine steps={steps}", person, opts, targets, args))
+    rates = ([float(r) for r in args.learning_rates.split(",")] if args.learning_rates
+             else [OptimizerOptions.learning_rate])  # the engine's default
+    variants = [parse_variant(v) for v in args.variants.split(";")] if args.variants else [{}]
+    for variant, lr, steps in [(v, r, s) for v in variants for r in rates for s in map(int, args.steps.split(","))]:
+        opts = OptimizerOptions(first_frame_steps=args.baseline_steps, steps=steps, window=args.window,
+                                learning_rate=lr, **{**common, **variant})
+        label = "".join(f" {k}={v:g}" for k, v in variant.items())
+        if args.trace:
+            print_trace(person, opts, targets, args.device)
+        rows.append(measure(f"engine lr={lr:g} steps={steps}{label}", person, opts, targets, args))
         print("measured:", rows[-1], flush=True)
         if args.bf16 and torch.device(args.device).type == "cuda":
-            rows.append(measure(f"engine steps={steps} bf16", person, opts, targets, args, bf16=True))
+            rows.append(measure(f"engine lr={lr:g} steps={steps} bf16", person, opts, targets, args, bf16=True))
+            print("measured:", rows[-1], flush=True)
     print_table(rows, args, person)
+
+
+def parse_variant(text: str) -> dict:
+    out = {}
+    for item in filter(None, text.split(",")):
+        key, value = item.split("=")
+        out[key.strip()] = float(value)
+    return out
+
+
+def print_trace(person, options, targets, device) -> None:
+    """Mean total loss per step of the first two windows after frame 0, and where their frames started."""
+    opt = ReenactmentOptimizer(person, options, device=device)
+    opt.trace = []
+    for t in targets[: 1 + 2 * options.window]:
+        opt.push(t)
+    opt.flush()
+    for i, totals in enumerate(opt.trace[:3]):
+        pts = ", ".join("/".join(f"{t[k]:.3f}" for k in ("total", "keypoint", "delta", "sum"))
+                        for t in totals[:: max(1, len(totals) // 10)])
+        print(f"trace lr={options.learning_rate:g} window {i}: {len(totals)} steps (total/kp/delta/sum): {pts}")
+    print(f"trace starts: {opt.stats}", flush=True)
 
 
 def print_table(rows: list[dict], args, person: PersonModel) -> None:
     dev = torch.cuda.get_device_name() if torch.device(args.device).type == "cuda" else "cpu"
     print(f"\nreenactment optimizer, {person.resolution} px, {len(person.anchor_w)} anchors, {dev}, "
           f"median of {args.repeats} (frames/s counts the first frame's {args.baseline_steps} steps too)")
-    print(f"{'procedure':<26}{'window':>7}{'steps/fr':>10}{'frames/s':>10}{'err all':>9}"
-          f"{'err first ' + str(args.baseline_frames):>14}{'speed-up':>10}{'GPU GiB':>9}")
+    print(f"{'procedure':<30}{'window':>7}{'steps/fr':>10}{'frames/s':>10}{'err all':>9}"
+          f"{'err baseline fr':>16}{'speed-up':>10}{'GPU GiB':>9}")
     base = rows[0]
     for row in rows:
         mark = " *" if row is not base and row["head_error"] <= base["head_error"] else ""
-        print(f"{row['name']:<26}{row['window']:>7}{row['steps']:>10.1f}{row['fps']:>10.2f}{row['error']:>9.4f}"
-              f"{row['head_error']:>14.4f}{row['fps'] / base['fps']:>9.1f}x{row['mem']:>9.2f}{mark}")
-    print(f"* = keypoint error on the first {args.baseline_frames} frames (the ones the per-frame procedure "
-          "optimizes) <= the per-frame procedure's: equal quality")
+        print(f"{row['name']:<30}{row['window']:>7}{row['steps']:>10.1f}{row['fps']:>10.2f}{row['error']:>9.4f}"
+              f"{row['head_error']:>16.4f}{row['fps'] / base['fps']:>9.1f}x{row['mem']:>9.2f}{mark}")
+    idx = baseline_indices(args, args.frames)
+    print(f"* = keypoint error on frames {idx} (the ones the per-frame procedure optimizes) <= the per-frame "
+          "procedure's: equal quality")
 
 
 if __name__ == "__main__":

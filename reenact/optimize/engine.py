@@ -40,13 +40,20 @@ INITS = ("anchor", "uniform", "random")
 LOSS_NAMES = ("keypoint", "mouth", "eye", "delta", "sum", "total")
 MAX_STEPS = 100_000
 MAX_WINDOW = 1024
+CHECK_EVERY = 5  # steps between two host reads of the loss for the tolerance test
 
 
 @dataclass(frozen=True)
 class OptimizerOptions:
     first_frame_steps: int = 200
     steps: int = 30
-    learning_rate: float = 3e-2  # measured: 5e-3 (METHOD.md) is too slow for 30 warm-started steps
+    # Measured on an H100 at 100 anchors (docs/BENCHMARKS.md, "optimizer: step size"): with one learning
+    # rate for alpha and delta, Adam's per-coordinate steps in the 100x18 delta and the L_sum penalty swamp
+    # the small keypoint gradient and the kept-best never leaves its start. A 50x smaller step for delta and
+    # a linear decay to 0.1x fit the first frames as well as 200 per-frame steps, ~23x faster.
+    learning_rate: float = 5e-3
+    delta_lr_scale: float = 0.02  # delta's learning rate = learning_rate * delta_lr_scale
+    lr_final: float = 0.1         # learning rate decays linearly to learning_rate * lr_final over the budget
     tolerance: float = 1e-4
     keypoint_weight: float = 1.0
     mouth_weight: float = 0.5
@@ -88,6 +95,8 @@ class OptimizerOptions:
         yield "steps", count(self.steps, 1, MAX_STEPS)
         yield "learning_rate", real(self.learning_rate, 0.0, 1.0, lo_open=True)
         yield "tolerance", real(self.tolerance, 0.0, 1.0)
+        yield "delta_lr_scale", real(self.delta_lr_scale, 0.0, 10.0)
+        yield "lr_final", real(self.lr_final, 0.0, 1.0)
         for name in ("keypoint_weight", "mouth_weight", "eye_weight"):
             yield name, real(getattr(self, name), 0.0, 1e6)
         yield "window", count(self.window, 1, MAX_WINDOW)
@@ -191,6 +200,8 @@ class ReenactmentOptimizer:
         self._last_index: int | None = None
         self._previous: tuple[torch.Tensor, torch.Tensor] | None = None  # (alpha [N], delta [num_ws, N])
         self._last_result: FrameResult | None = None
+        self.stats = {"anchor_starts": 0, "warm_starts": 0}
+        self.trace: list[list[dict]] | None = None  # set to [] to record each window's mean terms per step
 
     @property
     def latency(self) -> int:
@@ -235,14 +246,44 @@ class ReenactmentOptimizer:
             alpha, delta = self._initial_point(first.smoothed)
             done.update(self._optimize([first], alpha, delta, self.options.first_frame_steps))
         if faces:
-            alpha, delta = self._previous
-            done.update(self._optimize(faces, alpha, delta, self.options.steps))
+            batch = self._batch(faces)
+            alpha, delta = self._window_start(faces, batch)
+            done.update(self._optimize(faces, alpha, delta, self.options.steps, batch))
         out = []
         for f in frames:
             result = done.get(f.target.index) or self._repeat(f.target.index)
             self._last_result = result
             out.append(result)
         return out
+
+    @torch.no_grad()
+    def _window_start(self, frames: list[_Frame], batch: _Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per frame of a window, the better (lower total loss on this frame's target) of two starts: the
+        previous frame's result (the warm start) and the frame's own nearest anchor (init='anchor' only).
+
+        A warm start alone drags a window behind a fast motion (every frame of it starts where the last
+        window ended); the nearest anchor alone forgets the fine fit. One batched forward decides."""
+        b, n = len(frames), self.anchors.shape[0]
+        prev_alpha, prev_delta = self._previous
+        alpha = prev_alpha.expand(b, -1).clone()
+        delta = prev_delta.expand(b, -1, -1).clone()
+        if self.options.init != "anchor":
+            return alpha, delta
+        idx = self.nearest_anchors(np.stack([f.smoothed for f in frames]))
+        anchor_alpha = pp.init_alpha(n, index=idx.cpu(), batch_size=b).to(self.device)
+        both_alpha = torch.cat([alpha, anchor_alpha])
+        both_delta = torch.cat([delta, torch.zeros_like(delta)])
+        point = pp.PPlus(self.anchors, self.num_ws, batch_size=2 * b, beta=self.options.beta)
+        point.set_point(both_alpha, both_delta)
+        batch2 = _Batch(*(None if t is None else torch.cat([t, t]) for t in
+                          (batch.targets, batch.pixels, batch.mouth, batch.eye)))
+        total = self._terms(point, batch2)[0]["total"]
+        use_anchor = total[b:] < total[:b]
+        self.stats["anchor_starts"] += int(use_anchor.sum())
+        self.stats["warm_starts"] += int((~use_anchor).sum())
+        alpha = torch.where(use_anchor[:, None], anchor_alpha, alpha)
+        delta = torch.where(use_anchor[:, None, None], torch.zeros_like(delta), delta)
+        return alpha, delta
 
     def _repeat(self, index: int) -> FrameResult:
         """A frame without a face: the previous latent (or the P+ centre before any face), steps 0."""
@@ -266,19 +307,31 @@ class ReenactmentOptimizer:
 
     def nearest_anchor(self, points: np.ndarray) -> int:
         """Index of the anchor whose keypoints are closest to `points` [478, 3] at R (per-part normalized)."""
+        return int(self.nearest_anchors(np.asarray(points)[None])[0])
+
+    def nearest_anchors(self, points: np.ndarray) -> torch.Tensor:
+        """nearest_anchor for a batch of keypoints [B, 478, 3]: anchor indices [B] (on the device)."""
         target = torch.as_tensor(points, dtype=torch.float32, device=self.device)
-        target = target.expand_as(self.anchor_points)
-        return int(losses.keypoint_loss(self.anchor_points, target, self.subset).argmin())
+        b, n = target.shape[0], self.anchor_points.shape[0]
+        anchors = self.anchor_points.unsqueeze(0).expand(b, -1, -1, -1).reshape(b * n, *target.shape[1:])
+        target = target.unsqueeze(1).expand(-1, n, -1, -1).reshape(b * n, *target.shape[1:])
+        return losses.keypoint_loss(anchors, target, self.subset).reshape(b, n).argmin(dim=1)
 
     # ------------------------------------------------------------------------------------- optimization
 
     def _optimize(self, frames: list[_Frame], alpha: torch.Tensor, delta: torch.Tensor,
-                  budget: int) -> dict[int, FrameResult]:
-        batch = self._batch(frames)
+                  budget: int, batch: _Batch | None = None) -> dict[int, FrameResult]:
+        batch = batch if batch is not None else self._batch(frames)
         point = pp.PPlus(self.anchors, self.num_ws, batch_size=len(frames), beta=self.options.beta)
         point.set_point(alpha, delta)
-        opt = torch.optim.Adam(point.parameters(), lr=self.options.learning_rate, betas=(0.9, 0.999))
+        o = self.options
+        opt = torch.optim.Adam([{"params": [point.alpha], "lr": o.learning_rate},
+                                {"params": [point.delta], "lr": o.learning_rate * o.delta_lr_scale}],
+                               betas=(0.9, 0.999))
+        base_lrs = [g["lr"] for g in opt.param_groups]
         best, previous, steps = None, None, 0
+        totals = []
+        check = max(1, CHECK_EVERY)
         for _ in range(budget):
             if self.should_stop():
                 raise CancelledError("reenactment cancelled")
@@ -286,12 +339,24 @@ class ReenactmentOptimizer:
             best = _keep_best(best, point, terms, error)
             steps += 1
             loss = terms["total"].sum()
-            if previous is not None and abs(previous - loss.item()) <= self.options.tolerance * abs(previous):
-                break
-            previous = loss.item()
+            if self.trace is not None:
+                totals.append({k: float(v.detach().mean()) for k, v in terms.items()})
+            # The tolerance test reads the loss on the host: every CHECK_EVERY steps only, so the GPU is
+            # not synchronized at every step.
+            if self.options.tolerance > 0 and steps % check == 0:
+                now = float(loss.detach())
+                if previous is not None and abs(previous - now) <= self.options.tolerance * check * abs(previous):
+                    break
+                previous = now
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if o.lr_final != 1.0:
+                frac = 1.0 - (1.0 - o.lr_final) * (steps - 1) / max(1, budget - 1)
+                for group, lr in zip(opt.param_groups, base_lrs, strict=True):
+                    group["lr"] = lr * frac
             opt.step()
+        if self.trace is not None:
+            self.trace.append(totals)
         return {f.target.index: self._result(f.target.index, best, i, steps) for i, f in enumerate(frames)}
 
     def _terms(self, point: pp.PPlus, batch: _Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:

@@ -166,6 +166,39 @@ def test_every_loss_term_is_finite_with_gradients_to_alpha_and_delta(person, fac
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
 
 
+def test_window_start_is_the_better_of_warm_start_and_nearest_anchor(person, face_points):
+    """Each frame of a window starts from whichever of the previous result and its own nearest anchor has
+    the lower total loss on that frame's target."""
+    from reenact.models.pplus import PPlus, init_alpha
+
+    opt = ReenactmentOptimizer(person, opts(first_frame_steps=2, keypoint_sigma=0.0))
+    opt.push(targets(face_points, 1)[0])
+    opt.flush()
+    shifted = []
+    for i, dx in enumerate((0.0, 4.0, 8.0, 12.0)):  # at R: anchors are 0..3 px apart, 128/R = 4 px each
+        kp = face_points.copy()
+        kp[:, 0] += dx
+        shifted.append(Target(1 + i, kp, 128, None))
+    frames = [_frame(t, R) for t in shifted]
+    batch = opt._batch(frames)
+    alpha, delta = opt._window_start(frames, batch)
+    assert opt.stats["anchor_starts"] + opt.stats["warm_starts"] == 4
+
+    def totals(a, d):
+        point = PPlus(person.anchor_w, person.G.num_ws, batch_size=4)
+        point.set_point(a, d)
+        with torch.no_grad():
+            return opt._terms(point, batch)[0]["total"]
+
+    prev_a, prev_d = opt._previous
+    warm = totals(prev_a.expand(4, -1), prev_d.expand(4, -1, -1))
+    idx = opt.nearest_anchors(np.stack([f.smoothed for f in frames])).cpu()
+    anchor = totals(init_alpha(4, index=idx, batch_size=4), torch.zeros_like(delta))
+    chosen = totals(alpha, delta)
+    assert torch.allclose(chosen, torch.minimum(warm, anchor), rtol=1e-4, atol=1e-5)
+    assert idx.tolist() == [0, 1, 2, 3]
+
+
 def _frame(t: Target, r: int):
     from reenact.optimize.engine import _Frame
 
@@ -179,11 +212,15 @@ def _frame(t: Target, r: int):
 def test_options_validate_and_override():
     OptimizerOptions().validate()
     with pytest.raises(InvalidInputError) as ei:
-        OptimizerOptions(steps=0, learning_rate=float("nan"), keypoint_subset="x", window=0).validate()
+        OptimizerOptions(steps=0, learning_rate=float("nan"), keypoint_subset="x", window=0,
+                         delta_lr_scale=-1.0, lr_final=2.0).validate()
     fields = {v.field for v in ei.value.violations}
-    assert fields == {"options.steps", "options.learning_rate", "options.keypoint_subset", "options.window"}
-    o = OptimizerOptions().override(steps=5, window=0, keypoint_subset="", learning_rate=0.0, init="uniform")
-    assert (o.steps, o.window, o.keypoint_subset, o.learning_rate, o.init) == (5, 8, "default", 3e-2, "uniform")
+    assert fields == {"options.steps", "options.learning_rate", "options.keypoint_subset", "options.window",
+                      "options.delta_lr_scale", "options.lr_final"}
+    o = OptimizerOptions().override(steps=5, window=0, keypoint_subset="", learning_rate=0.0, init="uniform",
+                                    lr_final=0.0, delta_lr_scale=0.5)
+    assert (o.steps, o.window, o.keypoint_subset, o.learning_rate, o.init) == (5, 8, "default", 5e-3, "uniform")
+    assert (o.lr_final, o.delta_lr_scale) == (0.1, 0.5)
     with pytest.raises(InvalidInputError):
         OptimizerOptions().override(nope=1)
     with pytest.raises(InvalidInputError):
