@@ -1,0 +1,257 @@
+"""The gateway on a real gRPC server (port 0) with REAL peers: landmarks, trainer and optimizer servers in this
+process, and a real tritonserver (from the nvidia-pytriton wheel) on loopback.
+
+Fast paths only (no enrollment runs here; tests/integration/test_gateway_e2e.py does the whole flow):
+readiness follows the peers, bad headers and bad videos are INVALID_ARGUMENT before any job exists,
+a scan without a face is FAILED_PRECONDITION, unknown persons are NOT_FOUND, a peer's own errors and
+a dead peer reach the client with their status, nothing partial stays in the store.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from reenact.api.common.v1 import types_pb2
+from reenact.api.gateway.v1 import gateway_pb2 as g
+from reenact.api.gateway.v1 import gateway_pb2_grpc
+from reenact.launcher import free_port
+from reenact.runtime.status import details_of
+from reenact.samples import no_face_image
+from reenact.store import LocalStore
+from reenact.tritonserve.server import TritonServer
+from reenact.video import encode_video
+from services.gateway.__main__ import build_server as build_gateway
+from services.gateway.config import GatewayConfig
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+MIB = 1 << 20
+
+
+def wait_for(predicate, timeout=30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def start_optimizer(port: int, store):
+    from services.optimizer.__main__ import build_server, start_when_store_ready
+    from services.optimizer.config import OptimizerConfig
+
+    cfg = OptimizerConfig(port=port, store_url="unused", device="cpu", drain_seconds=1, grace_seconds=0)
+    server = build_server(cfg, store=store, device="cpu")
+    server.start()
+    assert start_when_store_ready(server, store, threading.Event())
+    return server
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory):
+    from services.landmarks.__main__ import build_server as build_landmarks
+    from services.landmarks.config import LandmarksConfig
+    from services.trainer.__main__ import build_manager, start_when_store_ready
+    from services.trainer.__main__ import build_server as build_trainer
+    from services.trainer.config import TrainerConfig
+
+    root = tmp_path_factory.mktemp("gateway")
+    store = LocalStore(root / "store", fsync=False)
+    repo = root / "model_repository"
+    repo.mkdir()
+    servers = []
+    triton = TritonServer(repo, workdir=root / "triton", http_port=-1, metrics_port=-1).start()
+    try:
+        landmarks = build_landmarks(LandmarksConfig(port=0, workers=4, drain_seconds=1, grace_seconds=0))
+        landmarks.start()
+        servers.append(landmarks)
+        landmarks.servicer.warm_up()
+        landmarks.set_ready(True)
+        tcfg = TrainerConfig(port=0, store_url=str(root / "store"), model_repository=str(repo), device="cpu",
+                             drain_seconds=1, grace_seconds=0)
+        manager = build_manager(tcfg, store=store)
+        trainer = build_trainer(tcfg, manager)
+        trainer.start()
+        servers.append(trainer)
+        assert start_when_store_ready(trainer, manager, threading.Event())
+        optimizer_port = free_port()
+        cfg = GatewayConfig(port=0, metrics_port=0, store_url="unused", landmarks_address=landmarks.address,
+                            trainer_address=trainer.address, optimizer_address=f"127.0.0.1:{optimizer_port}",
+                            triton_url=triton.grpc_url, model_repository=str(repo), health_poll_s=0.1,
+                            max_video_mb=2, precheck_frames=3, drain_seconds=1, grace_seconds=0)
+        gateway = build_gateway(cfg, store=store)
+        gateway.start()
+        servers.append(gateway)
+        gateway.poller.start()
+        with grpc.insecure_channel(gateway.address) as ch:
+            yield {"gateway": gateway, "stub": gateway_pb2_grpc.ReenactServiceStub(ch),
+                   "health": health_pb2_grpc.HealthStub(ch), "store": store, "trainer": trainer,
+                   "manager": manager, "optimizer_port": optimizer_port, "root": root}
+        gateway.poller.stop()
+    finally:
+        for s in reversed(servers):
+            s.stop(drain_seconds=0.5, grace_seconds=0)
+        triton.stop()
+
+
+def health(rig) -> int:
+    return rig["health"].Check(health_pb2.HealthCheckRequest(), timeout=5).status
+
+
+def rpc_error(fn) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as ei:
+        fn()
+    return ei.value
+
+
+def enroll(rig, header: g.EnrollHeader | None, chunks=(), timeout=60):
+    def requests():
+        if header is not None:
+            yield g.EnrollRequest(header=header)
+        for c in chunks:
+            yield g.EnrollRequest(chunk=types_pb2.VideoChunk(data=c))
+    return rig["stub"].Enroll(requests(), timeout=timeout)
+
+
+def good_header(**kw) -> g.EnrollHeader:
+    return g.EnrollHeader(**{"request_id": "req-1", "person_id": "alice", **kw})
+
+
+def assert_nothing_queued(rig) -> None:
+    assert rig["stub"].ListJobs(g.ListJobsRequest(), timeout=30).jobs == []
+    assert rig["store"].list("uploads") == [] and rig["store"].list("gateway") == []
+
+
+@pytest.fixture(scope="module")
+def face_video():
+    from reenact.fixtures import load_face, make_schedule, render_selfscan
+
+    frames, _ = render_selfscan(load_face("astronaut"), make_schedule(12, seed=0), size=128)
+    return encode_video(frames, 30)
+
+
+# ------------------------------------------------------------------------------------------------- tests
+
+
+def test_health_follows_the_peers(rig):
+    """NOT_SERVING while the optimizer is missing, SERVING once it is up, NOT_SERVING again when it goes."""
+    assert not wait_for(lambda: health(rig) == SERVING, timeout=1.0)
+    optimizer = start_optimizer(rig["optimizer_port"], rig["store"])
+    try:
+        assert wait_for(lambda: health(rig) == SERVING, timeout=20)
+        states = rig["gateway"].poller.states
+        assert states == {"landmarks": True, "trainer": True, "optimizer": True, "triton": True}
+    finally:
+        optimizer.stop(drain_seconds=0.5, grace_seconds=0)
+    assert wait_for(lambda: health(rig) == NOT_SERVING, timeout=20)
+    assert rig["gateway"].poller.states["optimizer"] is False
+
+
+def test_enroll_bad_header_lists_every_field(rig):
+    header = g.EnrollHeader(request_id="bad id!", person_id="Alice", profile="tpu", display_name="x" * 300,
+                            options=types_pb2.EnrollOptions(resolution=48))
+    err = rpc_error(lambda: enroll(rig, header, [b"x"]))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert {f for f, _ in details_of(err)["violations"]} == {
+        "header.request_id", "header.person_id", "header.profile", "header.display_name", "header.options.resolution"}
+    err = rpc_error(lambda: enroll(rig, None, [b"data"]))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and details_of(err)["violations"][0][0] == "header"
+    assert_nothing_queued(rig)
+
+
+@pytest.mark.parametrize("case", ["empty", "corrupt", "truncated", "oversized", "big_chunk"])
+def test_enroll_bad_video_is_refused_before_any_job(rig, face_video, case):
+    chunks = {
+        "empty": [],
+        "corrupt": [np.random.default_rng(0).bytes(50_000)],
+        "truncated": [face_video[: len(face_video) // 2]],
+        "oversized": [b"\0" * MIB] * 3,  # the limit is 2 MiB: refused at the third chunk
+        "big_chunk": [b"\0" * (MIB + 1)],
+    }[case]
+    err = rpc_error(lambda: enroll(rig, good_header(), chunks))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    fields = [f for f, _ in details_of(err)["violations"]]
+    assert fields and fields[0].startswith("chunk"), (case, fields, err.details())
+    assert_nothing_queued(rig)
+
+
+def test_enroll_without_a_face_is_failed_precondition(rig):
+    coffee = np.ascontiguousarray(no_face_image()[:400, :400])
+    video = encode_video([coffee] * 10, 30)
+    err = rpc_error(lambda: enroll(rig, good_header(), [video]))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert details_of(err)["reason"] == "NO_FACE"
+    assert_nothing_queued(rig)
+
+
+def test_unknown_person_is_not_found(rig):
+    stub = rig["stub"]
+    calls = {
+        "GetPerson": lambda: stub.GetPerson(g.GetPersonRequest(person_id="nobody"), timeout=30),
+        "DeletePerson": lambda: stub.DeletePerson(g.DeletePersonRequest(person_id="nobody"), timeout=30),
+        "ListEditDirections": lambda: stub.ListEditDirections(g.ListEditDirectionsRequest(person_id="nobody"),
+                                                              timeout=30),
+        "Render": lambda: list(stub.Render(g.RenderRequest(person_id="nobody", reenactment_id="re-" + "0" * 32),
+                                           timeout=30)),
+        "Reenact": lambda: list(stub.Reenact(iter([g.ReenactRequest(header=g.ReenactHeader(person_id="nobody"))]),
+                                             timeout=30)),
+    }
+    for name, call in calls.items():
+        err = rpc_error(call)
+        assert err.code() == grpc.StatusCode.NOT_FOUND, name
+        assert "nobody" in err.details() and details_of(err)["reason"] == "PERSON_NOT_FOUND", name
+
+
+def test_reenact_bad_header(rig):
+    stub = rig["stub"]
+    err = rpc_error(lambda: list(stub.Reenact(iter([g.ReenactRequest(header=g.ReenactHeader(
+        person_id="Bad_Id"))]), timeout=30)))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details_of(err)["violations"][0][0] == "header.person_id"
+    err = rpc_error(lambda: list(stub.Reenact(iter([g.ReenactRequest(header=g.ReenactHeader(
+        person_id="nobody", fps=500, window=10_000, output=9, person_version=-1))]), timeout=30)))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert {f for f, _ in details_of(err)["violations"]} == {
+        "header.fps", "header.window", "header.output", "header.person_version"}
+    err = rpc_error(lambda: list(stub.Reenact(iter([g.ReenactRequest(frame=g.DrivingFrame(index=0))]), timeout=30)))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and details_of(err)["violations"][0][0] == "header"
+
+
+def test_jobs_and_persons_pass_through(rig):
+    stub = rig["stub"]
+    err = rpc_error(lambda: stub.GetJob(g.GetJobRequest(job_id="job-" + "0" * 32), timeout=30))
+    assert err.code() == grpc.StatusCode.NOT_FOUND and err.details().startswith("trainer:")
+    assert details_of(err)["reason"] == "JOB_NOT_FOUND"
+    err = rpc_error(lambda: stub.ListJobs(g.ListJobsRequest(page_size=5000), timeout=30))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    resp = stub.ListPersons(g.ListPersonsRequest(), timeout=30)
+    assert list(resp.persons) == [] and resp.next_page_token == ""
+    for bad in (g.ListPersonsRequest(page_token="garbage"), g.ListPersonsRequest(page_size=5000)):
+        err = rpc_error(lambda bad=bad: stub.ListPersons(bad, timeout=30))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_metrics_endpoint(rig):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{rig['gateway'].metrics_port}/metrics", timeout=5).read().decode()
+    assert 'reenact_gateway_peer_ready{peer="triton"} 1.0' in text
+    assert 'reenact_grpc_errors_total{code="INVALID_ARGUMENT",method="Enroll",service="gateway"}' in text
+    assert "reenact_gateway_upload_bytes_total" in text
+
+
+def test_trainer_down_is_unavailable_and_leaves_no_upload(rig, face_video):
+    """Last: stops the trainer. A valid scan passes every check, then CreateJob fails: the upload is removed."""
+    rig["trainer"].stop(drain_seconds=0.5, grace_seconds=0)
+    rig["manager"].close(timeout=5)
+    err = rpc_error(lambda: enroll(rig, good_header(request_id="req-down"), [face_video]))
+    assert err.code() == grpc.StatusCode.UNAVAILABLE
+    assert "trainer" in err.details() and details_of(err)["reason"] == "PEER_UNAVAILABLE"
+    assert rig["store"].list("uploads") == [] and rig["store"].list("gateway") == []
+    assert wait_for(lambda: rig["gateway"].poller.states.get("trainer") is False, timeout=10)
