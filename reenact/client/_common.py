@@ -1,0 +1,228 @@
+"""What the sync and asyncio clients share: channel options, metadata, retry policy, request builders."""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from reenact.api.common.v1 import types_pb2
+from reenact.api.gateway.v1 import gateway_pb2
+from reenact.client.types import Edit
+
+CHUNK_BYTES = 1 << 20            # the API's limit per video chunk
+MAX_RECEIVE_BYTES = 64 << 20
+MAX_SEND_BYTES = 16 << 20        # the services' default max message size
+RAW_FRAME_LIMIT = 8 << 20        # frames larger than this as RGB8 are sent as PNG instead
+USER_AGENT = "reenact-python/0.1"
+ADDRESS_ENV = "REENACT_ADDRESS"
+API_KEY_ENV = "REENACT_API_KEY"
+
+# Default deadlines, seconds (None = no deadline). Every method takes `timeout=` to override.
+DEFAULT_TIMEOUT = 30.0           # unary calls
+UPLOAD_TIMEOUT = 1800.0          # Enroll: the whole upload (<= 512 MiB)
+STREAM_TIMEOUT: float | None = None   # Reenact / Render / WatchJob: as long as the work takes
+
+_OUTPUT = {"frames": gateway_pb2.OUTPUT_KIND_FRAMES, "video": gateway_pb2.OUTPUT_KIND_VIDEO}
+_ENCODING = {"png": types_pb2.IMAGE_ENCODING_PNG, "jpeg": types_pb2.IMAGE_ENCODING_JPEG,
+             "jpg": types_pb2.IMAGE_ENCODING_JPEG, "rgb8": types_pb2.IMAGE_ENCODING_RGB8}
+
+RETRY_UNAVAILABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
+RETRY_IDEMPOTENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter for idempotent calls.
+
+    Attempt k (0-based) waits min(max_backoff, initial_backoff * multiplier**k) scaled by a random factor
+    in [1 - jitter, 1], and at least the server's RetryInfo delay when it sent one. `timeout` of a call
+    is the budget of ALL its attempts; `attempt_timeout` (None = the remaining budget) bounds one attempt,
+    and only then is DEADLINE_EXCEEDED of an attempt retried (the overall deadline is never exceeded).
+    """
+
+    max_attempts: int = 5
+    initial_backoff: float = 0.2
+    max_backoff: float = 5.0
+    multiplier: float = 2.0
+    jitter: float = 0.5
+    attempt_timeout: float | None = None
+
+    def backoff(self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+        base = min(self.max_backoff, self.initial_backoff * self.multiplier ** attempt)
+        u = (rng or random).random()
+        delay = base * (1.0 - self.jitter * u)
+        return max(delay, retry_after or 0.0)
+
+
+NO_RETRY = RetryPolicy(max_attempts=1)
+
+
+def resolve_address(address: str | None) -> str:
+    address = address or os.environ.get(ADDRESS_ENV, "")
+    if not address:
+        raise ValueError(f"no gateway address: pass address='host:port' or set {ADDRESS_ENV}")
+    return address
+
+
+def resolve_api_key(api_key: str | None) -> str | None:
+    return api_key if api_key is not None else (os.environ.get(API_KEY_ENV) or None)
+
+
+def channel_options(extra: Iterable[tuple[str, object]] = ()) -> list[tuple[str, object]]:
+    return [("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+            ("grpc.max_send_message_length", MAX_SEND_BYTES),
+            ("grpc.primary_user_agent", USER_AGENT), *extra]
+
+
+def tls_credentials(root_certificates: bytes | str | os.PathLike | None) -> grpc.ChannelCredentials:
+    if root_certificates is not None and not isinstance(root_certificates, bytes):
+        with open(root_certificates, "rb") as fh:
+            root_certificates = fh.read()
+    return grpc.ssl_channel_credentials(root_certificates=root_certificates)
+
+
+def new_request_id(prefix: str = "req") -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def call_metadata(api_key: str | None, request_id: str) -> tuple[tuple[str, str], ...]:
+    md = [("x-request-id", request_id)]
+    if api_key:
+        md.append(("authorization", f"Bearer {api_key}"))
+    return tuple(md)
+
+
+def output_kind(output: str) -> int:
+    try:
+        return _OUTPUT[output]
+    except KeyError:
+        raise ValueError(f"output must be one of {sorted(_OUTPUT)}, got {output!r}") from None
+
+
+def image_encoding(name: str) -> int:
+    try:
+        return _ENCODING[name.lower()]
+    except KeyError:
+        raise ValueError(f"frame_encoding must be one of png, jpeg, rgb8; got {name!r}") from None
+
+
+def edits_to_proto(edits) -> list[gateway_pb2.Edit]:
+    return [Edit.coerce(e).to_proto() for e in (edits or ())]
+
+
+def check_chunk_size(chunk_size: int) -> int:
+    if not 1 <= chunk_size <= CHUNK_BYTES:
+        raise ValueError(f"chunk_size must be 1..{CHUNK_BYTES} bytes, got {chunk_size}")
+    return chunk_size
+
+
+def check_video_source(source) -> None:
+    if isinstance(source, bytes | bytearray | memoryview):
+        if len(source) == 0:
+            raise ValueError("the video is empty (0 bytes)")
+        return
+    if not isinstance(source, str | os.PathLike):
+        raise TypeError(f"video must be a path or bytes, got {type(source).__name__}")
+    if not os.path.isfile(source):
+        raise FileNotFoundError(f"no such video file: {source}")
+
+
+def iter_chunks(source, chunk_size: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """Bytes of a video (a path or bytes-like) in pieces of at most chunk_size bytes. Re-callable for retries."""
+    check_chunk_size(chunk_size)
+    if isinstance(source, bytes | bytearray | memoryview):
+        view = memoryview(source)
+        for i in range(0, len(view), chunk_size):
+            yield bytes(view[i:i + chunk_size])
+        return
+    with open(source, "rb") as fh:
+        while True:
+            data = fh.read(chunk_size)
+            if not data:
+                return
+            yield data
+
+
+def enroll_requests(header: gateway_pb2.EnrollHeader, source, chunk_size: int) -> Iterator[gateway_pb2.EnrollRequest]:
+    yield gateway_pb2.EnrollRequest(header=header)
+    for data in iter_chunks(source, chunk_size):
+        yield gateway_pb2.EnrollRequest(chunk=types_pb2.VideoChunk(data=data))
+
+
+def enroll_header(*, request_id: str, person_id: str, display_name: str, profile: str,
+                  options: dict | None) -> gateway_pb2.EnrollHeader:
+    try:
+        opts = types_pb2.EnrollOptions(**(options or {}))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"bad enroll options {options!r}: {exc}") from None
+    return gateway_pb2.EnrollHeader(request_id=request_id, person_id=person_id, display_name=display_name,
+                                    profile=profile, options=opts)
+
+
+def frame_to_proto(index: int, rgb: np.ndarray) -> gateway_pb2.DrivingFrame:
+    from reenact.wire import image_to_proto
+
+    rgb = np.asarray(rgb)
+    enc = types_pb2.IMAGE_ENCODING_RGB8 if rgb.nbytes <= RAW_FRAME_LIMIT else types_pb2.IMAGE_ENCODING_PNG
+    return gateway_pb2.DrivingFrame(index=index, image=image_to_proto(rgb, enc))
+
+
+def reenact_header(person_id: str, *, output: str, frame_encoding: str, paste_back: bool, edits,
+                   steps: int, window: int, fps: float, person_version: int) -> gateway_pb2.ReenactHeader:
+    if not person_id:
+        raise ValueError("person_id is required")
+    return gateway_pb2.ReenactHeader(
+        person_id=person_id, person_version=int(person_version), output=output_kind(output),
+        frame_encoding=image_encoding(frame_encoding), paste_back=bool(paste_back),
+        edits=edits_to_proto(edits), steps=int(steps), window=int(window), fps=float(fps))
+
+
+def check_reenact_input(video, frames) -> None:
+    if (video is None) == (frames is None):
+        raise ValueError("pass exactly one of video= (path or bytes) and frames= (iterable of RGB arrays)")
+    if video is not None:
+        check_video_source(video)
+
+
+def reenact_requests(header: gateway_pb2.ReenactHeader, *, video=None, frames=None,
+                     chunk_size: int = CHUNK_BYTES) -> Iterator[gateway_pb2.ReenactRequest]:
+    yield gateway_pb2.ReenactRequest(header=header)
+    if video is not None:
+        for data in iter_chunks(video, chunk_size):
+            yield gateway_pb2.ReenactRequest(chunk=types_pb2.VideoChunk(data=data))
+        return
+    for i, rgb in enumerate(frames):
+        yield gateway_pb2.ReenactRequest(frame=frame_to_proto(i, rgb))
+
+
+class RequestErrors:
+    """Remembers an exception raised while producing a request stream (grpc consumes request iterators on
+    its own thread/task and reports such a failure only as CANCELLED); `reraise()` raises it to the caller."""
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+
+    def wrap(self, iterator):
+        try:
+            yield from iterator
+        except Exception as exc:
+            self.error = exc
+            raise
+
+    async def wrap_async(self, aiterator):
+        try:
+            async for item in aiterator:
+                yield item
+        except Exception as exc:
+            self.error = exc
+            raise
+
+    def reraise(self) -> None:
+        if self.error is not None:
+            raise self.error
