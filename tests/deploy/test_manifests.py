@@ -1,0 +1,173 @@
+"""deploy/k8s: kustomize renders, Kubernetes schemas (strict), CRD schemas, issue 8's policy, checkov,
+hadolint, and the services' env vars against their real config classes. Each validator is also shown to
+catch a planted mistake, so a green run means something."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import deploycheck
+import pytest
+import yaml
+from deploy_helpers import ROOT, load, run, tool, validate
+
+from reenact.runtime.config import parse_config
+
+
+def test_render_both_overlays(rendered):
+    for name in ("dev", "prod"):
+        kinds = sorted(d["kind"] for d in load(rendered[name]))
+        assert kinds.count("Deployment") == 5, kinds
+        assert kinds.count("PodMonitor") == 5, kinds
+        assert "PrometheusRule" in kinds
+    prod_kinds = [d["kind"] for d in load(rendered["prod"])]
+    assert prod_kinds.count("HorizontalPodAutoscaler") == 2 and "ScaledObject" in prod_kinds
+    dev_kinds = [d["kind"] for d in load(rendered["dev"])]
+    assert "HorizontalPodAutoscaler" not in dev_kinds and "ScaledObject" not in dev_kinds
+
+
+def test_kubernetes_validate_strict(rendered):
+    out = validate("kubeval")
+    assert "prod:" in out and "objects passed" in out
+
+
+def test_kubernetes_validate_catches_an_unknown_field(rendered, tmp_path):
+    docs = load(rendered["prod"])
+    dep = next(d for d in docs if d["kind"] == "Deployment")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    c["livenesProbe"] = c.pop("livenessProbe")  # a typo
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(dep))
+    proc = run([tool("kubernetes-validate"), "--strict", "-k", "1.30.0", str(bad)])
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "livenesProbe" in proc.stdout + proc.stderr
+
+
+def test_custom_resources_against_crd_models(rendered):
+    validate("crds")
+
+
+def test_crd_check_catches_unknown_fields_and_bad_triggers(rendered, tmp_path):
+    docs = load(rendered["prod"])
+    pm = copy.deepcopy(next(d for d in docs if d["kind"] == "PodMonitor"))
+    pm["spec"]["podMetricsEndpoints"][0]["intervall"] = "15s"
+    so = copy.deepcopy(next(d for d in docs if d["kind"] == "ScaledObject"))
+    del so["spec"]["triggers"][0]["metadata"]["threshold"]
+    rule = copy.deepcopy(next(d for d in docs if d["kind"] == "PrometheusRule"))
+    rule["spec"]["groups"][0]["rules"][0]["exprr"] = "up"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump_all([pm, so, rule]))
+    proc = run([tool("python"), "deploy/tools/deploycheck.py", "crds", str(bad)])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "podMetricsEndpoints[0].intervall" in out
+    assert "misses ['threshold']" in out
+    assert "exprr" in out
+
+
+def test_policy_of_issue_8(rendered):
+    validate("policy")
+
+
+def test_policy_catches_violations(rendered):
+    docs = load(rendered["prod"])
+    assert deploycheck.check_policy(docs, "prod") == []
+    bad = copy.deepcopy(docs)
+    deps = {d["metadata"]["name"]: d for d in bad if d["kind"] == "Deployment"}
+    opt = deps["optimizer"]["spec"]["template"]["spec"]
+    del opt["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
+    opt["terminationGracePeriodSeconds"] = 30  # < preStop 5 + drain 30 + grace 5
+    deps["landmarks"]["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = False
+    deps["gateway"]["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] = {"tcpSocket": {"port": 50050}}
+    problems = "\n".join(deploycheck.check_policy(bad, "prod"))
+    assert "optimizer/optimizer: prod needs nvidia.com/gpu: 1" in problems
+    assert "terminationGracePeriodSeconds 30 must exceed preStop 5 + drain 35.0" in problems
+    assert "landmarks/landmarks: readOnlyRootFilesystem must be true" in problems
+    assert "gateway/gateway: readinessProbe must be a gRPC probe" in problems
+
+
+def test_gpu_only_in_prod(rendered):
+    for overlay, want in (("dev", set()), ("prod", {"optimizer", "trainer", "triton"})):
+        got = {d["metadata"]["name"] for d in load(rendered[overlay]) if d["kind"] == "Deployment"
+               and "nvidia.com/gpu" in d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]}
+        assert got == want, overlay
+
+
+def test_checkov_with_written_down_exceptions(rendered):
+    out = validate("checkov", timeout=240)
+    assert "Failed checks: 0" in out
+    cfg = yaml.safe_load((ROOT / "deploy/checkov.yaml").read_text())
+    readme = (ROOT / "deploy/README.md").read_text()
+    for check in cfg["skip-check"]:  # every accepted exception has its reason in the README
+        assert check in readme, check
+
+
+def test_hadolint_dockerfiles():
+    validate("dockerfiles")
+
+
+# ------------------------------------------------------------------ env vars vs the real config classes
+
+CONFIGS = {
+    "landmarks": ("services.landmarks.config", "LandmarksConfig"),
+    "trainer": ("services.trainer.config", "TrainerConfig"),
+    "optimizer": ("services.optimizer.config", "OptimizerConfig"),
+    "gateway": ("services.gateway.config", "GatewayConfig"),
+}
+NON_CONFIG_REENACT_VARS = {"REENACT_S3_ENDPOINT"}  # read by reenact.store.open_store, not a config field
+
+
+def container_env(docs: list[dict], dep: dict) -> dict[str, str]:
+    """The container's environment: envFrom ConfigMaps (from the rendered output), then env values."""
+    cms = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    env: dict[str, str] = {}
+    for src in c.get("envFrom", []):
+        env.update(cms[src["configMapRef"]["name"]])
+    env.update({e["name"]: e["value"] for e in c.get("env", []) if "value" in e})
+    return env
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+@pytest.mark.parametrize("service", sorted(CONFIGS))
+def test_env_vars_are_config_fields_and_validate(rendered, overlay, service):
+    import importlib
+
+    module, cls_name = CONFIGS[service]
+    cls = getattr(importlib.import_module(module), cls_name)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    shared = {f.name for m, c in CONFIGS.values() for f in dataclasses.fields(getattr(importlib.import_module(m), c))}
+    docs = load(rendered[overlay])
+    dep = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == service)
+    env = container_env(docs, dep)
+    prefix = f"REENACT_{service.upper()}_"
+    unknown = []
+    for key in env:
+        if not key.startswith("REENACT_") or key in NON_CONFIG_REENACT_VARS:
+            continue
+        if key.startswith(prefix):  # REENACT_<SERVICE>_<FIELD>: a field of this service
+            ok = key[len(prefix):].lower() in fields
+        else:  # shared REENACT_<FIELD>: a field of some service (e.g. REENACT_STORE_URL)
+            ok = key[len("REENACT_"):].lower() in shared
+        if not ok:
+            unknown.append(key)
+    assert not unknown, f"{service}: env vars that no config field reads: {unknown}"
+    cfg = parse_config(cls, service, [], env=env)  # runs the config's validate()
+    assert cfg.host == "0.0.0.0"
+    ports = {p["name"]: p["containerPort"] for p in dep["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert (cfg.port, cfg.metrics_port) == (ports["grpc"], ports["metrics"])
+    if service in ("trainer", "optimizer", "gateway"):
+        assert cfg.store_url.startswith("s3://")
+
+
+# ---------------------------------------------------------------------------- PromQL name extraction
+
+
+def test_metric_names_of_promql():
+    expr = ('sum by (namespace, le) (rate(reenact_optimizer_frame_latency_seconds_bucket{job="optimizer", '
+            'le!="0.5"}[5m])) / on (namespace) group_left reenact:grpc_requests:rate5m > bool 0.5 '
+            'and absent(up{job="triton"}) unless nv_inference_count offset 5m')
+    assert deploycheck.metric_names(expr) == {
+        "reenact_optimizer_frame_latency_seconds_bucket", "reenact:grpc_requests:rate5m", "up", "nv_inference_count"}
+    assert deploycheck.metric_names('48 * count(up{namespace="reenact"} == 1)') == {"up"}
