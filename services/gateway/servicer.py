@@ -27,7 +27,6 @@ from reenact.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from reenact.api.landmarks.v1 import landmarks_pb2
 from reenact.api.trainer.v1 import trainer_pb2
 from reenact.errors import (
-    ExhaustedError,
     FieldViolation,
     InvalidInputError,
     NotFoundError,
@@ -36,6 +35,7 @@ from reenact.errors import (
     UnavailableError,
 )
 from reenact.runtime.logs import request_id_var
+from reenact.runtime.slots import StreamSlots
 from reenact.store import ArtifactStore
 from reenact.wire import image_from_proto, image_to_proto
 from services.gateway.compose import paste_back
@@ -194,25 +194,14 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
         self.registry = PersonRegistry(store)
         self.anchors = AnchorCache(self.registry.repo)
         self._lock = threading.Lock()
-        self._streams = 0
+        self._slots = StreamSlots("streams", lambda: self.cfg.max_streams, lambda: self.cfg.retry_after_s,
+                                  self.metrics.active_streams)
         self._model_locks: dict[str, threading.Lock] = {}
 
     # ------------------------------------------------------------------------------------ plumbing
 
-    @contextlib.contextmanager
-    def _slot(self) -> Iterator[None]:
-        with self._lock:
-            if self._streams >= self.cfg.max_streams:
-                raise ExhaustedError(f"{self._streams} streams running (max {self.cfg.max_streams})",
-                                     retry_after_s=self.cfg.retry_after_s, reason="TOO_MANY_STREAMS")
-            self._streams += 1
-            self.metrics.active_streams.inc()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._streams -= 1
-                self.metrics.active_streams.dec()
+    def _slot(self):
+        return self._slots.take()
 
     def _md(self):
         rid = request_id_var.get()

@@ -26,6 +26,7 @@ from reenact.api.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
 from reenact.errors import CancelledError, ExhaustedError, FieldViolation, InvalidInputError
 from reenact.face.mesh import NUM_POINTS
 from reenact.optimize.engine import FrameResult, OptimizerOptions, ReenactmentOptimizer, Target, landmark_net
+from reenact.runtime.slots import StreamSlots
 from reenact.store import InvalidKeyError, validate_person_id
 from reenact.wire import image_from_proto, tensor_from_proto, tensor_to_proto
 from services.optimizer.cache import ModelCache
@@ -236,27 +237,15 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
         self.metrics = metrics
         self.device = device
         self.optimizer_factory = optimizer_factory
-        self._lock = threading.Lock()
-        self._active = 0
+        self._slots = StreamSlots("Optimize streams", lambda: self.config.max_streams,
+                                  lambda: self.config.retry_after_s, self.metrics.active_streams)
 
     def warm_up(self) -> None:
         """Load the differentiable landmark network on the device once (before SERVING)."""
         landmark_net(self.device)
 
-    @contextlib.contextmanager
-    def _slot(self) -> Iterator[None]:
-        with self._lock:
-            if self._active >= self.config.max_streams:
-                raise ExhaustedError(f"{self._active} Optimize streams running (max {self.config.max_streams})",
-                                     retry_after_s=self.config.retry_after_s, reason="TOO_MANY_STREAMS")
-            self._active += 1
-            self.metrics.active_streams.inc()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._active -= 1
-                self.metrics.active_streams.dec()
+    def _slot(self):
+        return self._slots.take()
 
     def _open(self, first: optimizer_pb2.OptimizeRequest, stop: threading.Event) -> ReenactmentOptimizer:
         if first.WhichOneof("kind") != "config":
