@@ -16,7 +16,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import grpc
 import numpy as np
@@ -35,7 +35,7 @@ from reenact.errors import (
     UnavailableError,
 )
 from reenact.runtime.logs import request_id_var
-from reenact.runtime.slots import StreamSlots
+from reenact.runtime.streams import StreamSlots, client_requests
 from reenact.store import ArtifactStore
 from reenact.wire import image_from_proto, image_to_proto
 from services.gateway.compose import paste_back
@@ -98,19 +98,14 @@ class GatewayMetrics:
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def _requests(request_iterator: Iterable, context: grpc.ServicerContext) -> Iterator:
-    """The client's requests, one at a time; ends quietly when the RPC already ended (cancel)."""
-    it = iter(request_iterator)
-    while True:
-        try:
-            req = next(it)
-        except StopIteration:
-            return
-        except grpc.RpcError:
-            if not context.is_active():
-                return
-            raise
-        yield req
+def _expect_kind(req, want: str) -> None:
+    """After the header a Reenact stream carries only video chunks or only frames (`want`)."""
+    kind = req.WhichOneof("kind")
+    if kind == want:
+        return
+    if kind in ("chunk", "frame"):
+        raise InvalidInputError.for_field(kind, "a stream carries either video chunks or frames, not both")
+    raise InvalidInputError.for_field("header", "only the first message may carry the header")
 
 
 def _video_limits(cfg: GatewayConfig):
@@ -238,7 +233,7 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
     def Enroll(self, request_iterator, context) -> gateway_pb2.EnrollResponse:
         from reenact.video import validate_video
 
-        reqs = _requests(request_iterator, context)
+        reqs = client_requests(request_iterator, context)
         first = next(reqs, None)
         if first is None or first.WhichOneof("kind") != "header":
             raise InvalidInputError.for_field("header", "the first message of an Enroll stream must carry the header")
@@ -365,12 +360,7 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
         """Validated driving frames of a frame-input stream (runs in the pipeline's source thread)."""
         last, size, count = -1, None, 0
         for req in itertools.chain([first], reqs):
-            kind = req.WhichOneof("kind")
-            if kind != "frame":
-                raise InvalidInputError.for_field(
-                    "chunk" if kind == "chunk" else "header",
-                    "a stream carries either video chunks or frames, not both" if kind == "chunk"
-                    else "only the first message may carry the header")
+            _expect_kind(req, "frame")
             f = req.frame
             field = f"frame[{f.index}]"
             if f.index <= last:
@@ -388,7 +378,7 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
 
     def Reenact(self, request_iterator, context) -> Iterator[gateway_pb2.ReenactResponse]:
         with self._slot():
-            reqs = _requests(request_iterator, context)
+            reqs = client_requests(request_iterator, context)
             first = next(reqs, None)
             if first is None:
                 return
@@ -415,12 +405,7 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
 
         with _Spool(self.cfg, self.metrics) as spool:
             for req in itertools.chain([second], reqs):
-                kind = req.WhichOneof("kind")
-                if kind != "chunk":
-                    raise InvalidInputError.for_field(
-                        "frame" if kind == "frame" else "header",
-                        "a stream carries either video chunks or frames, not both" if kind == "frame"
-                        else "only the first message may carry the header")
+                _expect_kind(req, "chunk")
                 spool.add(req.chunk.data)
             info = validate_video(spool.finish(), _video_limits(self.cfg), field="chunk")
             spec.fps = float(info.fps) if info.fps and info.fps > 0 else DEFAULT_FPS

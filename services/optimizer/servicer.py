@@ -14,9 +14,8 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 
-import grpc
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -26,7 +25,7 @@ from reenact.api.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
 from reenact.errors import CancelledError, ExhaustedError, FieldViolation, InvalidInputError
 from reenact.face.mesh import NUM_POINTS
 from reenact.optimize.engine import FrameResult, OptimizerOptions, ReenactmentOptimizer, Target, landmark_net
-from reenact.runtime.slots import StreamSlots
+from reenact.runtime.streams import StreamSlots, client_requests
 from reenact.store import InvalidKeyError, validate_person_id
 from reenact.wire import image_from_proto, tensor_from_proto, tensor_to_proto
 from services.optimizer.cache import ModelCache
@@ -211,21 +210,6 @@ class _Stream:
         self.received_at.clear()
 
 
-def _requests(request_iterator: Iterable, context: grpc.ServicerContext) -> Iterator:
-    """The client's requests, read one at a time; ends quietly when the RPC already ended (cancel)."""
-    it = iter(request_iterator)
-    while True:
-        try:
-            req = next(it)
-        except StopIteration:
-            return
-        except grpc.RpcError:
-            if not context.is_active():  # the client cancelled or the deadline passed: nobody is listening
-                return
-            raise
-        yield req
-
-
 # ---------------------------------------------------------------------------------------------- servicer
 
 
@@ -273,7 +257,7 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
         if not context.add_callback(stop.set):  # the RPC already ended
             return
         with self._slot():
-            requests = _requests(request_iterator, context)
+            requests = client_requests(request_iterator, context)
             first = next(requests, None)
             if first is None:
                 return

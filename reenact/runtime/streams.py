@@ -1,11 +1,13 @@
-"""A bounded count of concurrent streams: over the limit a new one is refused with RESOURCE_EXHAUSTED."""
+"""Helpers of streaming RPCs: a bounded count of concurrent streams (over the limit a new one is refused
+with RESOURCE_EXHAUSTED) and a reader of the client's requests that ends quietly on cancel."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
+import grpc
 from prometheus_client import Gauge
 
 from reenact.errors import ExhaustedError
@@ -37,3 +39,18 @@ class StreamSlots:
             with self._lock:
                 self.active -= 1
                 self.gauge.dec()
+
+
+def client_requests(request_iterator: Iterable, context: grpc.ServicerContext) -> Iterator:
+    """The client's requests, read one at a time; ends quietly when the RPC already ended (cancel)."""
+    it = iter(request_iterator)
+    while True:
+        try:
+            req = next(it)
+        except StopIteration:
+            return
+        except grpc.RpcError:
+            if not context.is_active():  # the client cancelled or the deadline passed: nobody is listening
+                return
+            raise
+        yield req

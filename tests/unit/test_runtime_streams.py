@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
 from reenact.errors import ExhaustedError
-from reenact.runtime.slots import StreamSlots
+from reenact.runtime.streams import StreamSlots
 
 
 def test_slots_refuse_over_the_limit_and_free_on_exit_and_error():
