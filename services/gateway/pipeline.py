@@ -194,7 +194,9 @@ class ReenactPipeline:
     def __init__(self, *, peers: Peers, spec: StreamSpec, source: Iterator[tuple[int, np.ndarray]],
                  writer: ReenactmentWriter, queue_frames: int, max_in_flight: int, render_batch: int,
                  driving_sink: DrivingSink | None = None, driving_file: pathlib.Path | None = None,
-                 metrics=None, request_id: str = "", on_frame_size: Callable[[int, int], None] | None = None) -> None:
+                 metrics=None, request_id: str = "", on_frame_size: Callable[[int, int], None] | None = None,
+                 client_active: Callable[[], bool] = lambda: True) -> None:
+        self.client_active = client_active
         self.peers, self.spec, self.source, self.writer = peers, spec, source, writer
         self.render_batch = render_batch
         self.driving_sink, self.driving_file = driving_sink, driving_file
@@ -232,8 +234,12 @@ class ReenactPipeline:
                 else:
                     log.error("pipeline stage failed", exc_info=exc)
                     self.error = InternalError(f"internal error: {type(exc).__name__}: {exc}")
-            calls = list(self._calls)
         self.stop.set()
+        self._cancel_calls()
+
+    def _cancel_calls(self) -> None:
+        with self._lock:
+            calls = list(self._calls)
         for call in calls:
             call.cancel()
 
@@ -278,6 +284,10 @@ class ReenactPipeline:
             if self.driving_sink is not None:
                 self.driving_sink.add(rgb)
             self.q_frames.put((index, rgb))
+        if not self.client_active():
+            # the client's stream ended because the RPC was cancelled, not because the client half-closed: ending
+            # the peers' streams normally would let them finish (and count) as a success
+            raise CancelledError("the client cancelled the stream", reason="CLIENT_CANCELLED")
         if self.driving_sink is not None:
             self.driving_file = self.driving_sink.finish()
         self._size_known.set()
@@ -291,6 +301,7 @@ class ReenactPipeline:
                 index, rgb = item
                 yield landmarks_pb2.TrackFramesRequest(frame=landmarks_pb2.Frame(index=index, image=_wire_image(rgb)))
         except _Stopped:
+            self._cancel_calls()  # cancel before this generator ends: its end would half-close the call (= success)
             return
 
     def _landmarks(self) -> None:
@@ -329,6 +340,7 @@ class ReenactPipeline:
                     fr.t_target = time.perf_counter()
                 yield optimizer_pb2.OptimizeRequest(target=target)
         except _Stopped:
+            self._cancel_calls()  # cancel before this generator ends: its end would half-close the call (= success)
             return
 
     def _optimizer(self) -> None:

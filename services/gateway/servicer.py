@@ -421,7 +421,8 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
         pipeline = ReenactPipeline(
             peers=self.peers, spec=spec, source=frames, writer=writer, queue_frames=self.cfg.queue_frames,
             max_in_flight=self.cfg.max_in_flight, render_batch=self.cfg.render_batch, driving_sink=driving_sink,
-            driving_file=driving_file, metrics=self.metrics, request_id=request_id_var.get())
+            driving_file=driving_file, metrics=self.metrics, request_id=request_id_var.get(),
+            client_active=context.is_active)
         if not context.add_callback(pipeline.cancel):
             return
         log.info("reenactment started", extra={"person_id": spec.person_id, "reenactment_id": spec.reenactment_id,
