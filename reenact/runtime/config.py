@@ -32,6 +32,12 @@ class ServiceConfig:
     grace_seconds: float = option(5.0, "on SIGTERM: grace period given to server.stop() after draining")
     log_level: str = option("INFO", "log level (DEBUG, INFO, WARNING, ERROR)")
     log_json: bool = option(True, "write logs as JSON lines (false: plain text)")
+    tls_cert_file: str = option("", "PEM certificate chain of this service: serve TLS only (empty = plaintext)")
+    tls_key_file: str = option("", "PEM private key of tls_cert_file")
+    tls_ca_file: str = option("", "PEM CA bundle: clients must present a certificate it signed (mTLS), and peer "
+                                  "services' certificates are checked against it")
+    tls_require_client_cert: bool = option(True, "with tls_ca_file: refuse clients without a valid certificate")
+    tls_server_name: str = option("", "name peer certificates are checked for (default: the peer address's host)")
 
     def validate(self) -> None:
         if not (0 <= self.port <= 65535):
@@ -42,6 +48,9 @@ class ServiceConfig:
             raise ValueError(f"max_message_mb must be 1..2047, got {self.max_message_mb}")
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
+        from reenact.runtime import tls
+
+        tls.validate(self)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -13,9 +13,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from reenact.errors import ReenactError
-from reenact.runtime import status
+from reenact.errors import InvalidInputError, ReenactError
+from reenact.runtime import status, tls
+from reenact.runtime.auth import Authenticator, principal_var
 from reenact.runtime.config import ServiceConfig, describe
+from reenact.runtime.deadlines import deadline_from_context, deadline_var
 from reenact.runtime.logs import new_request_id, request_id_var
 from reenact.runtime.metrics import ServiceMetrics
 
@@ -52,8 +54,10 @@ class _Tracker:
 class _Call:
     """Bookkeeping of one RPC: request id, metrics, the final status code, error mapping."""
 
-    def __init__(self, owner: ServiceServer, method: str, context: grpc.ServicerContext) -> None:
+    def __init__(self, owner: ServiceServer, method: str, context: grpc.ServicerContext,
+                 full_method: str = "") -> None:
         self.owner, self.method, self.context = owner, method, context
+        self.full_method = full_method or method
         md = dict(context.invocation_metadata() or ())
         self.request_id = md.get("x-request-id") or new_request_id()
         self.code = "OK"
@@ -61,6 +65,8 @@ class _Call:
 
     def __enter__(self) -> _Call:
         self.token = request_id_var.set(self.request_id)
+        self.deadline_token = deadline_var.set(deadline_from_context(self.context))
+        self.principal_token = None
         self.t0 = time.perf_counter()
         self.owner.tracker.enter()
         self.owner.metrics.in_flight.labels(self.owner.name, self.method).inc()
@@ -69,6 +75,15 @@ class _Call:
         except ValueError:  # metadata already sent by the servicer
             pass
         return self
+
+    def authenticate(self) -> None:
+        """Run the service's authenticator (if any); its ReenactError becomes the call's status."""
+        auth = self.owner.authenticator
+        if auth is None:
+            return
+        md = {k: v for k, v in (self.context.invocation_metadata() or ()) if isinstance(v, str)}
+        principal = auth.authenticate(self.full_method, md)
+        self.principal_token = principal_var.set(principal)
 
     def fail(self, exc: BaseException) -> None:
         """Map an exception to a status and abort the RPC (re-raises)."""
@@ -92,6 +107,9 @@ class _Call:
         if self.code != "OK":
             m.errors.labels(self.owner.name, self.method, self.code).inc()
         self.owner.tracker.leave()
+        if self.principal_token is not None:
+            principal_var.reset(self.principal_token)
+        deadline_var.reset(self.deadline_token)
         request_id_var.reset(self.token)
 
 
@@ -103,6 +121,43 @@ def _context_code(context) -> grpc.StatusCode | None:
     return code if code not in (None, grpc.StatusCode.OK) else None
 
 
+class _Malformed:
+    """A request message that did not parse (the deserializer's result instead of raising, which grpc would
+    answer with INTERNAL): the handler turns it into INVALID_ARGUMENT."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def error(self) -> InvalidInputError:
+        return InvalidInputError(f"malformed request message: {type(self.exc).__name__}: {self.exc}",
+                                 reason="MALFORMED_REQUEST")
+
+
+def _tolerant(deserializer):
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes):
+        try:
+            return deserializer(data)
+        except Exception as exc:  # noqa: BLE001 - any parse failure is the client's bad input
+            return _Malformed(exc)
+
+    return parse
+
+
+def _checked(request):
+    if isinstance(request, _Malformed):
+        raise request.error()
+    return request
+
+
+def _checked_stream(request_iterator):
+    """The client's messages; a malformed one raises InvalidInputError where the servicer reads it."""
+    for request in request_iterator:
+        yield _checked(request)
+
+
 class _Interceptor(grpc.ServerInterceptor):
     def __init__(self, owner: ServiceServer) -> None:
         self.owner = owner
@@ -111,15 +166,22 @@ class _Interceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(("/grpc.health", "/grpc.reflection")):
             return handler
-        method = handler_call_details.method.rsplit("/", 1)[-1]
+        full_method = handler_call_details.method
+        method = full_method.rsplit("/", 1)[-1]
         owner = self.owner
+        streaming_in = handler.request_streaming
+
+        def request_of(request):
+            return _checked_stream(request) if streaming_in else _checked(request)
+
         if handler.response_streaming:
             behavior = handler.unary_stream or handler.stream_stream
 
             def streaming(request, context):
-                with _Call(owner, method, context) as call:
+                with _Call(owner, method, context, full_method) as call:
                     try:
-                        yield from behavior(request, context)
+                        call.authenticate()
+                        yield from behavior(request_of(request), context)
                     except GeneratorExit:
                         call.code = "CANCELLED"
                         raise
@@ -133,9 +195,10 @@ class _Interceptor(grpc.ServerInterceptor):
             behavior = handler.unary_unary or handler.stream_unary
 
             def unary(request, context):
-                with _Call(owner, method, context) as call:
+                with _Call(owner, method, context, full_method) as call:
                     try:
-                        return behavior(request, context)
+                        call.authenticate()
+                        return behavior(request_of(request), context)
                     except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
                         call.fail(exc)
 
@@ -146,7 +209,7 @@ class _Interceptor(grpc.ServerInterceptor):
             (True, False): grpc.stream_unary_rpc_method_handler,
             (True, True): grpc.stream_stream_rpc_method_handler,
         }[(handler.request_streaming, handler.response_streaming)]
-        return factory(wrapped, request_deserializer=handler.request_deserializer,
+        return factory(wrapped, request_deserializer=_tolerant(handler.request_deserializer),
                        response_serializer=handler.response_serializer)
 
 
@@ -159,8 +222,10 @@ class ServiceServer:
     """
 
     def __init__(self, name: str, config: ServiceConfig, registrations: Iterable[Registration],
-                 service_names: Iterable[str], metrics: ServiceMetrics | None = None) -> None:
+                 service_names: Iterable[str], metrics: ServiceMetrics | None = None,
+                 authenticator: Authenticator | None = None) -> None:
         self.name = name
+        self.authenticator = authenticator
         self.config = config
         self.metrics = metrics or ServiceMetrics(name)
         self.tracker = _Tracker()
@@ -190,14 +255,17 @@ class ServiceServer:
 
     def start(self) -> int:
         """Bind and start; returns the gRPC port. Also starts /metrics when configured."""
-        self.port = self.server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        bind = f"{self.config.host}:{self.config.port}"
+        creds = tls.server_credentials(self.config)
+        self.port = self.server.add_secure_port(bind, creds) if creds is not None else self.server.add_insecure_port(bind)
         if self.port == 0:
             raise RuntimeError(f"could not bind {self.config.host}:{self.config.port}")
         self.server.start()
         if self.config.metrics_port >= 0:
             self.metrics_port = self.metrics.serve_http(self.config.host, self.config.metrics_port)
         log.info("service started", extra={"service_name": self.name, "address": self.address,
-                                           "metrics_port": self.metrics_port, "config": describe(self.config)})
+                                           "metrics_port": self.metrics_port, "tls": tls.mode(self.config),
+                                           "config": describe(self.config)})
         return self.port
 
     def set_ready(self, ready: bool) -> None:

@@ -37,6 +37,9 @@ class GatewayConfig(ServiceConfig):
     peer_timeout_s: float = option(30.0, "deadline of unary calls to the peers, seconds")
     health_poll_s: float = option(1.0, "seconds between readiness checks of the peers and Triton")
     retry_after_s: float = option(2.0, "retry delay suggested with RESOURCE_EXHAUSTED")
+    # auth
+    api_keys_file: str = option("", "JSON file of API keys (services/gateway/README.md); empty = auth off (every "
+                                    "caller sees every person; logged loudly when not bound to loopback)")
 
     def validate(self) -> None:
         super().validate()
@@ -49,6 +52,11 @@ class GatewayConfig(ServiceConfig):
             raise ValueError(f"default_profile must be one of {PROFILES}, got {self.default_profile!r}")
         self._validate_limits()
         self._validate_pipeline()
+        if self.api_keys_file:
+            from pathlib import Path
+
+            if not Path(self.api_keys_file).is_file():
+                raise ValueError(f"api_keys_file: no such file {self.api_keys_file!r}")
 
     def _validate_limits(self) -> None:
         if not (1 <= self.max_video_mb <= 1 << 20):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import grpc
@@ -34,6 +35,8 @@ from reenact.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
+from reenact.runtime import tls
+from reenact.runtime.deadlines import deadline_var, time_left
 from reenact.runtime.status import details_of
 
 log = logging.getLogger("reenact.gateway.peers")
@@ -44,6 +47,12 @@ _KINDS: dict[str, type[ReenactError]] = {cls.kind: cls for cls in (
     AbortedError, CancelledError, DeadlineError, PermissionDeniedError, UnauthenticatedError, InternalError)}
 # Bigger than any frame, crop or latent batch the gateway sends or receives.
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+
+
+def _channel(address: str, tls_config) -> grpc.Channel:
+    if tls_config is None:
+        return grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+    return tls.channel(address, tls_config, _CHANNEL_OPTIONS)
 
 
 def peer_error(exc: grpc.RpcError, peer: str) -> ReenactError:
@@ -59,6 +68,9 @@ def peer_error(exc: grpc.RpcError, peer: str) -> ReenactError:
         return UnavailableError(f"{peer} is unavailable: {text}", reason="PEER_UNAVAILABLE",
                                 retry_after_s=det["retry_after_s"] if det["retry_after_s"] is not None else 1.0)
     if name == "DEADLINE_EXCEEDED":
+        dl = deadline_var.get()
+        if dl is not None and time.monotonic() >= dl - 0.05:  # the client's own deadline, passed on to the peer
+            return DeadlineError(f"the deadline passed while waiting for {peer}", reason="DEADLINE_PASSED")
         return UnavailableError(f"{peer} did not answer in time: {text}", reason="PEER_TIMEOUT", retry_after_s=1.0)
     if name == "CANCELLED":  # we did not cancel it (that path never maps): the peer stopped the call
         return AbortedError(f"{peer} ended the call: {text}", reason="PEER_ABORTED")
@@ -71,10 +83,10 @@ class Peers:
     """Channels to the peers (created once, reconnecting by themselves) and the Triton renderer."""
 
     def __init__(self, landmarks: str, trainer: str, optimizer: str, triton_url: str, *,
-                 renderer=None, timeout: float = 30.0) -> None:
+                 renderer=None, timeout: float = 30.0, tls_config=None) -> None:
+        """tls_config: a ServiceConfig whose tls_* options make the channels (m)TLS (reenact.runtime.tls)."""
         self.addresses = {"landmarks": landmarks, "trainer": trainer, "optimizer": optimizer}
-        self.channels = {name: grpc.insecure_channel(addr, options=_CHANNEL_OPTIONS)
-                         for name, addr in self.addresses.items()}
+        self.channels = {name: _channel(addr, tls_config) for name, addr in self.addresses.items()}
         self.landmarks = landmarks_pb2_grpc.LandmarksServiceStub(self.channels["landmarks"])
         self.trainer = trainer_pb2_grpc.TrainerServiceStub(self.channels["trainer"])
         self.optimizer = optimizer_pb2_grpc.OptimizerServiceStub(self.channels["optimizer"])
@@ -88,9 +100,11 @@ class Peers:
         self.timeout = timeout
 
     def call(self, peer: str, fn: Callable, request, **kw):
-        """One unary call with the peer timeout; a failure becomes the mapped domain error."""
+        """One unary call with the peer timeout, shortened to the client's remaining deadline (deadline
+        propagation); a failure becomes the mapped domain error."""
+        timeout = time_left(kw.pop("timeout", self.timeout))
         try:
-            return fn(request, timeout=kw.pop("timeout", self.timeout), **kw)
+            return fn(request, timeout=timeout, **kw)
         except grpc.RpcError as exc:
             raise peer_error(exc, peer) from None
 

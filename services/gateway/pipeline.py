@@ -45,6 +45,7 @@ from reenact.api.gateway.v1 import gateway_pb2
 from reenact.api.landmarks.v1 import landmarks_pb2
 from reenact.api.optimizer.v1 import optimizer_pb2
 from reenact.errors import CancelledError, InternalError, ReenactError
+from reenact.runtime.deadlines import time_left
 from reenact.wire import affine_from_proto, image_to_proto, tensor_from_proto
 from services.gateway.compose import paste_back
 from services.gateway.edits import PersonAnchors, render_ws
@@ -195,8 +196,9 @@ class ReenactPipeline:
                  writer: ReenactmentWriter, queue_frames: int, max_in_flight: int, render_batch: int,
                  driving_sink: DrivingSink | None = None, driving_file: pathlib.Path | None = None,
                  metrics=None, request_id: str = "", on_frame_size: Callable[[int, int], None] | None = None,
-                 client_active: Callable[[], bool] = lambda: True) -> None:
+                 client_active: Callable[[], bool] = lambda: True, deadline: float | None = None) -> None:
         self.client_active = client_active
+        self.deadline = deadline  # the client's (time.monotonic()), passed on to the peer streams
         self.peers, self.spec, self.source, self.writer = peers, spec, source, writer
         self.render_batch = render_batch
         self.driving_sink, self.driving_file = driving_sink, driving_file
@@ -305,7 +307,8 @@ class ReenactPipeline:
             return
 
     def _landmarks(self) -> None:
-        call = self.peers.landmarks.TrackFrames(self._landmark_requests(), metadata=self._md())
+        call = self.peers.landmarks.TrackFrames(self._landmark_requests(), metadata=self._md(),
+                                                timeout=time_left(None, self.deadline))
         self._register(call)
         for resp in call:
             if math.isnan(self.stats.first_track_s):
@@ -344,7 +347,8 @@ class ReenactPipeline:
             return
 
     def _optimizer(self) -> None:
-        call = self.peers.optimizer.Optimize(self._optimizer_requests(), metadata=self._md())
+        call = self.peers.optimizer.Optimize(self._optimizer_requests(), metadata=self._md(),
+                                             timeout=time_left(None, self.deadline))
         self._register(call)
         last = time.perf_counter()
         for resp in call:

@@ -3,8 +3,10 @@ committed versions the trainer writes.
 
 Layout in the artifact store (the gateway owns these prefixes; `persons/` belongs to the trainer):
 
-    gateway/persons/<person_id>.json      {person_id, display_name, create_time, jobs: [{job_id, request_id,
-                                           create_time}]}  (rewritten atomically on each new enrollment)
+    gateway/persons/<person_id>.json      {person_id, display_name, create_time, owner, jobs: [{job_id,
+                                           request_id, create_time}]}  (rewritten atomically on each new
+                                           enrollment; owner = the tenant of the API key that created the
+                                           person, "" when auth was off; it never changes)
     uploads/<person_id>/<sha256>.video    uploaded self-scans, content-addressed (a retry re-uses the key)
     reenactments/<person_id>/<id>/...     stored reenactments (services/gateway/reenactments.py)
 
@@ -75,6 +77,7 @@ class PersonRecord:
     display_name: str = ""
     create_time: float = 0.0
     jobs: list[dict[str, Any]] = field(default_factory=list)
+    owner: str = ""
 
     @property
     def latest_job_id(self) -> str:
@@ -82,12 +85,16 @@ class PersonRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {"person_id": self.person_id, "display_name": self.display_name, "create_time": self.create_time,
-                "jobs": self.jobs}
+                "owner": self.owner, "jobs": self.jobs}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> PersonRecord:
         return cls(person_id=str(raw["person_id"]), display_name=str(raw.get("display_name", "")),
-                   create_time=float(raw.get("create_time", 0.0)), jobs=list(raw.get("jobs", [])))
+                   create_time=float(raw.get("create_time", 0.0)), jobs=list(raw.get("jobs", [])),
+                   owner=str(raw.get("owner", "")))
+
+    def has_job(self, job_id: str) -> bool:
+        return any(j.get("job_id") == job_id for j in self.jobs)
 
 
 @dataclass(frozen=True)
@@ -118,10 +125,12 @@ class PersonRegistry:
         except ArtifactNotFoundError:
             return None
 
-    def add_job(self, person_id: str, display_name: str, job_id: str, request_id: str) -> PersonRecord:
-        """Record an enrollment job of a person (idempotent by job_id); creates the record if needed."""
+    def add_job(self, person_id: str, display_name: str, job_id: str, request_id: str,
+                owner: str = "") -> PersonRecord:
+        """Record an enrollment job of a person (idempotent by job_id); creates the record (owned by `owner`)
+        if needed; an existing record keeps its owner."""
         with self._lock:
-            rec = self.get(person_id) or PersonRecord(person_id=person_id, create_time=time.time())
+            rec = self.get(person_id) or PersonRecord(person_id=person_id, create_time=time.time(), owner=owner)
             if display_name:
                 rec.display_name = display_name
             if not any(j.get("job_id") == job_id for j in rec.jobs):
@@ -137,6 +146,17 @@ class PersonRegistry:
             if name.endswith(".json") and PERSON_ID_RE.fullmatch(name[:-5]):
                 found.add(name[:-5])
         return sorted(found)
+
+    def owned_by(self, tenant: str) -> list[str]:
+        """Ids of the persons whose record names `tenant` as owner, sorted."""
+        out = []
+        for key in self.store.list(REGISTRY_PREFIX):
+            name = key.rsplit("/", 1)[-1]
+            if name.endswith(".json") and PERSON_ID_RE.fullmatch(name[:-5]):
+                rec = self.get(name[:-5])
+                if rec is not None and rec.owner == tenant:
+                    out.append(rec.person_id)
+        return sorted(out)
 
     def exists(self, person_id: str) -> bool:
         return self.get(person_id) is not None or bool(self.repo.versions(person_id))

@@ -27,6 +27,8 @@ from reenact.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from reenact.api.landmarks.v1 import landmarks_pb2
 from reenact.api.trainer.v1 import trainer_pb2
 from reenact.errors import (
+    AlreadyExistsError,
+    ExhaustedError,
     FieldViolation,
     InvalidInputError,
     NotFoundError,
@@ -34,10 +36,13 @@ from reenact.errors import (
     ReenactError,
     UnavailableError,
 )
+from reenact.runtime.auth import Principal, current_principal
+from reenact.runtime.deadlines import deadline_var, time_left
 from reenact.runtime.logs import request_id_var
 from reenact.runtime.streams import StreamSlots, client_requests
 from reenact.store import ArtifactStore
 from reenact.wire import image_from_proto, image_to_proto
+from services.gateway.auth import KeyStreams
 from services.gateway.compose import paste_back
 from services.gateway.config import GatewayConfig
 from services.gateway.edits import AnchorCache, parse_edits, render_ws
@@ -191,12 +196,80 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
         self._lock = threading.Lock()
         self._slots = StreamSlots("streams", lambda: self.cfg.max_streams, lambda: self.cfg.retry_after_s,
                                   self.metrics.active_streams)
+        self._key_streams = KeyStreams(lambda: self.cfg.retry_after_s)
         self._model_locks: dict[str, threading.Lock] = {}
 
     # ------------------------------------------------------------------------------------ plumbing
 
+    @contextlib.contextmanager
     def _slot(self):
-        return self._slots.take()
+        """One Reenact/Render stream: a slot of the API key's max_streams, then one of --max-streams."""
+        principal = current_principal()
+        took = self._key_streams.acquire(principal)
+        try:
+            with self._slots.take():
+                yield
+        finally:
+            if took:
+                self._key_streams.release(principal)
+
+    # ------------------------------------------------------------------------------------ ownership
+    #
+    # A key sees only its tenant's persons (and their jobs and reenactments). Another tenant's person is
+    # NOT_FOUND, exactly like a person that does not exist, so ids are not leaked by the status code. Keys
+    # with sees_all (auth off, admin keys) skip the checks.
+
+    def _check_owner(self, person_id: str) -> None:
+        p = current_principal()
+        if p.sees_all:
+            return
+        rec = self.registry.get(person_id)
+        if rec is None or rec.owner != p.tenant:
+            raise person_not_found(person_id)
+
+    def _visible(self, person_id: str, p: Principal) -> bool:
+        if p.sees_all:
+            return True
+        rec = self.registry.get(person_id)
+        return rec is not None and rec.owner == p.tenant
+
+    def _check_job(self, job: types_pb2.Job) -> types_pb2.Job:
+        """The job as its owner sees it (request id without the tenant scope); NOT_FOUND for another tenant's."""
+        p = current_principal()
+        if not p.sees_all:
+            rec = self.registry.get(job.person_id)
+            if rec is None or rec.owner != p.tenant or not rec.has_job(job.job_id):
+                raise NotFoundError(f"no job {job.job_id!r}", reason="JOB_NOT_FOUND")
+        prefix = f"{p.tenant}." if p.tenant else ""
+        if prefix and job.request_id.startswith(prefix):
+            job = types_pb2.Job.FromString(job.SerializeToString())
+            job.request_id = job.request_id[len(prefix):]
+        return job
+
+    def _scoped_request_id(self, request_id: str) -> str:
+        """The trainer's idempotency key of a client's request id: per tenant, so tenants never collide."""
+        p = current_principal()
+        if not p.tenant:
+            return request_id
+        scoped = f"{p.tenant}.{request_id}"
+        if len(scoped) > 128:
+            raise InvalidInputError.for_field("header.request_id",
+                                              f"at most {127 - len(p.tenant)} characters for this API key")
+        return scoped
+
+    def _check_enroll_target(self, person_id: str) -> None:
+        """Enrolling `person_id`: it must be new or this tenant's; a new one must fit the persons quota."""
+        p = current_principal()
+        rec = self.registry.get(person_id)
+        exists = rec is not None or bool(self.registry.repo.versions(person_id))
+        if exists and not p.sees_all and (rec is None or rec.owner != p.tenant):
+            # person ids are one namespace for all tenants: the only place where another tenant's id shows
+            raise AlreadyExistsError(f"person id {person_id!r} is taken; choose another", reason="PERSON_ID_TAKEN")
+        if not exists and p.max_persons > 0:
+            owned = len(self.registry.owned_by(p.tenant))
+            if owned >= p.max_persons:
+                raise ExhaustedError(f"tenant {p.tenant!r} has {owned} persons, its API key allows "
+                                     f"{p.max_persons}; delete one first", reason="PERSON_QUOTA")
 
     def _md(self):
         rid = request_id_var.get()
@@ -242,7 +315,9 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
         bad += _option_violations(h.options)
         if bad:
             raise InvalidInputError("; ".join(f"{v.field}: {v.description}" for v in bad), violations=bad)
-        person_id = h.person_id or assigned_person_id(h.request_id)
+        trainer_request_id = self._scoped_request_id(h.request_id)
+        person_id = h.person_id or assigned_person_id(trainer_request_id)
+        self._check_enroll_target(person_id)
         with _Spool(self.cfg, self.metrics) as spool:
             for req in reqs:
                 if req.WhichOneof("kind") != "chunk":
@@ -256,7 +331,7 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
             existed = self.store.exists(key)
             if not existed:
                 self.store.put_file(key, spool.path)
-        req = trainer_pb2.CreateJobRequest(request_id=h.request_id, person_id=person_id, scan_key=key,
+        req = trainer_pb2.CreateJobRequest(request_id=trainer_request_id, person_id=person_id, scan_key=key,
                                            profile=h.profile or self.cfg.default_profile, options=h.options)
         try:
             resp = self._trainer("CreateJob", req)
@@ -264,13 +339,14 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
             if not existed:
                 self.store.delete(key, missing_ok=True)
             raise
-        self.registry.add_job(person_id, h.display_name, resp.job.job_id, h.request_id)
+        self.registry.add_job(person_id, h.display_name, resp.job.job_id, h.request_id,
+                              owner=current_principal().tenant)
         if resp.created:
             self.metrics.enrollments.inc()
         log.info("enrollment queued" if resp.created else "enrollment exists",
                  extra={"person_id": person_id, "job_id": resp.job.job_id, "frames": info.frames,
                         "width": info.width, "height": info.height})
-        return gateway_pb2.EnrollResponse(job=resp.job, created=resp.created)
+        return gateway_pb2.EnrollResponse(job=self._check_job(resp.job), created=resp.created)
 
     def _precheck_face(self, path, info) -> None:
         """Refuse a scan in which the landmarks service finds no face in any of a few sampled frames."""
@@ -295,34 +371,47 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
         raise PreconditionError(f"no face found in {checked} frames sampled from the self-scan", reason="NO_FACE")
 
     def WatchJob(self, request, context) -> Iterator[gateway_pb2.WatchJobResponse]:
-        call = self.peers.trainer.WatchJob(trainer_pb2.WatchJobRequest(job_id=request.job_id), metadata=self._md())
+        if not current_principal().sees_all:
+            self._check_job(self._trainer("GetJob", trainer_pb2.GetJobRequest(job_id=request.job_id)).job)
+        call = self.peers.trainer.WatchJob(trainer_pb2.WatchJobRequest(job_id=request.job_id), metadata=self._md(),
+                                           timeout=time_left())
         if not context.add_callback(call.cancel):
             call.cancel()
             return
         try:
             for msg in call:
-                yield gateway_pb2.WatchJobResponse(job=msg.job)
+                yield gateway_pb2.WatchJobResponse(job=self._check_job(msg.job))
         except grpc.RpcError as exc:
             if not context.is_active():
                 return
             raise peer_error(exc, "trainer") from None
 
     def GetJob(self, request, context) -> gateway_pb2.GetJobResponse:
-        return gateway_pb2.GetJobResponse(job=self._trainer("GetJob", trainer_pb2.GetJobRequest(job_id=request.job_id)).job)
+        job = self._trainer("GetJob", trainer_pb2.GetJobRequest(job_id=request.job_id)).job
+        return gateway_pb2.GetJobResponse(job=self._check_job(job))
 
     def CancelJob(self, request, context) -> gateway_pb2.CancelJobResponse:
+        if not current_principal().sees_all:
+            self._check_job(self._trainer("GetJob", trainer_pb2.GetJobRequest(job_id=request.job_id)).job)
         resp = self._trainer("CancelJob", trainer_pb2.CancelJobRequest(job_id=request.job_id))
-        return gateway_pb2.CancelJobResponse(job=resp.job)
+        return gateway_pb2.CancelJobResponse(job=self._check_job(resp.job))
 
     def ListJobs(self, request, context) -> gateway_pb2.ListJobsResponse:
+        """The trainer's page, filtered to this key's jobs (a page may hold fewer than page_size jobs; the
+        token still leads to the next one)."""
         resp = self._trainer("ListJobs", trainer_pb2.ListJobsRequest(page_size=request.page_size,
                                                                      page_token=request.page_token))
-        return gateway_pb2.ListJobsResponse(jobs=resp.jobs, next_page_token=resp.next_page_token)
+        jobs = []
+        for job in resp.jobs:
+            with contextlib.suppress(NotFoundError):
+                jobs.append(self._check_job(job))
+        return gateway_pb2.ListJobsResponse(jobs=jobs, next_page_token=resp.next_page_token)
 
     # ------------------------------------------------------------------------------------ reenactment
 
     def _spec(self, h: gateway_pb2.ReenactHeader) -> StreamSpec:
         validate_person_id(h.person_id, "header.person_id")
+        self._check_owner(h.person_id)
         bad = []
         if h.output not in OUTPUTS:
             bad.append(FieldViolation("header.output", f"unknown output kind {h.output}"))
@@ -422,7 +511,7 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
             peers=self.peers, spec=spec, source=frames, writer=writer, queue_frames=self.cfg.queue_frames,
             max_in_flight=self.cfg.max_in_flight, render_batch=self.cfg.render_batch, driving_sink=driving_sink,
             driving_file=driving_file, metrics=self.metrics, request_id=request_id_var.get(),
-            client_active=context.is_active)
+            client_active=context.is_active, deadline=deadline_var.get())
         if not context.add_callback(pipeline.cancel):
             return
         log.info("reenactment started", extra={"person_id": spec.person_id, "reenactment_id": spec.reenactment_id,
@@ -456,6 +545,7 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
             raise InvalidInputError("; ".join(f"{v.field}: {v.description}" for v in bad), violations=bad)
         if not self.registry.exists(request.person_id):
             raise person_not_found(request.person_id)
+        self._check_owner(request.person_id)
         meta = read_meta(self.store, request.person_id, request.reenactment_id)
         version = int(meta["person_version"])
         self._check_latest(request.person_id, version)
@@ -516,6 +606,7 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
 
     def ListEditDirections(self, request, context) -> gateway_pb2.ListEditDirectionsResponse:
         validate_person_id(request.person_id)
+        self._check_owner(request.person_id)
         version = self.registry.resolve_version(request.person_id, request.person_version)
         anchors = self.anchors.get(request.person_id, version)
         return gateway_pb2.ListEditDirectionsResponse(directions=[
@@ -562,7 +653,8 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
         if not 1 <= size <= 1000:
             raise InvalidInputError.for_field("page_size", f"{request.page_size} outside 1..1000 (0 = 100)")
         after = _decode_token(request.page_token)
-        ids = [pid for pid in self.registry.ids() if pid > after]
+        p = current_principal()
+        ids = [pid for pid in self.registry.ids() if pid > after and self._visible(pid, p)]
         page = ids[:size]
         persons = []
         for pid in page:
@@ -573,6 +665,7 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
 
     def GetPerson(self, request, context) -> gateway_pb2.GetPersonResponse:
         validate_person_id(request.person_id)
+        self._check_owner(request.person_id)
         return gateway_pb2.GetPersonResponse(person=self._person(request.person_id))
 
     def DeletePerson(self, request, context) -> gateway_pb2.DeletePersonResponse:
@@ -581,6 +674,7 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
         pid = validate_person_id(request.person_id)
         if not self.registry.exists(pid):
             raise person_not_found(pid)
+        self._check_owner(pid)
         rec = self.registry.get(pid)
         for job in (rec.jobs if rec is not None else []):
             self._cancel_and_wait(job["job_id"])
