@@ -36,18 +36,19 @@ def make_exporter(store, cfg):
 
     def export(person_id: str, version: int, name: str) -> None:
         from reenact.store import PersonRepository
-        from reenact.tritonserve.repository import export_generator_model
+        from reenact.tritonserve.repository import publish_generator_model
 
         with tempfile.TemporaryDirectory() as tmp:
             path = pathlib.Path(tmp) / name
             path.write_bytes(PersonRepository(store).read(person_id, version, name))
-            export_generator_model(cfg.model_repository, person_id, path,
-                                   device="gpu" if cfg.device == "cuda" else "cpu")
+            # a local directory, or a store/S3 URL (staged, then published by one config.pbtxt put)
+            publish_generator_model(cfg.model_repository, person_id, path, person_version=version,
+                                    device="gpu" if cfg.device == "cuda" else "cpu")
         if cfg.triton_url:
             from reenact.tritonserve.client import TritonRenderer
 
-            with TritonRenderer(cfg.triton_url) as renderer:
-                renderer.load_model(person_id)
+            with TritonRenderer(cfg.triton_url) as renderer:  # dns:/// URL: every replica
+                renderer.load_model(person_id, everywhere=True)
         log.info("exported to triton", extra={"person_id": person_id, "version": version})
 
     return export

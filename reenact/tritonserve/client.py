@@ -3,7 +3,20 @@
     r = TritonRenderer("127.0.0.1:8001")
     r.wait_ready(30)
     r.load_model("alice")                       # explicit model control: loads gen_alice
+                                                # (render also loads a model that is not loaded yet)
     frames = r.render("alice", ws)              # ws float32 [N, num_ws, w_dim] -> uint8 [N, H, W, 3]
+
+Several Triton replicas (explicit model control: a model is loaded per server, not per Service):
+
+* load on first use: `render` loads a model that the replica behind this channel reports unknown / not
+  loaded (NOT_FOUND) over the same channel and retries once. A gRPC channel keeps one HTTP/2 connection
+  (pick_first), so the load and the retry reach the replica that answered NOT_FOUND: every replica loads a
+  person's model the first time one of its clients renders that person (a new person, a restarted or
+  newly scaled replica). Concurrent renders of one missing model load it once (per-model lock).
+* fan-out: with a `dns:///host:port` URL (a Kubernetes headless Service: one address per ready pod)
+  `load_model(..., everywhere=True)` loads on every address (the trainer after publishing a NEW version,
+  so no replica keeps serving the old one) and `unload_model` unloads on every address (person deletion).
+  `replica_urls(url)` lists them. Other URLs mean one server.
 
 Every failure is a `RendererError` carrying Triton's message; the subclasses say why:
 `ModelNotFoundError` (no such model in the repository / not loaded), `ModelLoadError` (Triton failed
@@ -14,6 +27,8 @@ the service runtime maps them to gRPC status codes.
 
 from __future__ import annotations
 
+import logging
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -28,6 +43,9 @@ from reenact.errors import (
     UnavailableError,
 )
 from reenact.tritonserve.repository import model_name
+
+log = logging.getLogger("reenact.tritonserve.client")
+DNS_SCHEME = "dns:///"
 
 
 class RendererError(ReenactError):
@@ -53,7 +71,7 @@ class ModelLoadError(RendererError, PreconditionError):
 _UNAVAILABLE_HINTS = ("failed to connect", "connection refused", "connect failed", "socket closed",
                       "server is not ready", "deadline exceeded")
 _NOT_FOUND_HINTS = ("unknown model", "failed to poll", "not found in any model repository",
-                    "has no available versions", "is not found")
+                    "has no available versions", "is not found", "is not ready", "unavailable model")
 _BAD_INPUT_HINTS = ("unexpected shape", "ws must be", "nan or inf", "unexpected datatype",
                     "exceeds maximum batch size")
 
@@ -85,6 +103,24 @@ def _model_name(person_id: str) -> str:
         raise RenderInputError(exc.message, violations=exc.violations, reason="BAD_PERSON_ID") from None
 
 
+def replica_urls(url: str) -> list[str]:
+    """The Triton servers behind `url`: every address of `dns:///host:port` (sorted, IPv6 in brackets), else
+    `[url]`. An unresolvable name gives []."""
+    if not url.startswith(DNS_SCHEME):
+        return [url]
+    target = url[len(DNS_SCHEME):]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise RendererError(f"{url}: expected dns:///host:port", reason="TRITON_ERROR")
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return []
+    addrs = sorted({info[4][0] for info in infos})
+    return [f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in addrs]
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
@@ -99,7 +135,7 @@ class TritonRenderer:
     """W+ latents -> frames through Triton's gRPC API. Thread-safe; one channel per renderer."""
 
     def __init__(self, url: str = "127.0.0.1:8001", *, timeout: float = 60.0,
-                 load_timeout: float = 300.0) -> None:
+                 load_timeout: float = 300.0, load_on_demand: bool = True) -> None:
         import tritonclient.grpc as grpcclient
 
         self.url = url
@@ -107,7 +143,9 @@ class TritonRenderer:
         self.load_timeout = load_timeout
         self._client = grpcclient.InferenceServerClient(url)
         self._grpcclient = grpcclient
+        self.load_on_demand = load_on_demand
         self._info: dict[str, ModelInfo] = {}
+        self._load_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     # -- server -----------------------------------------------------------------------------------------
@@ -128,24 +166,79 @@ class TritonRenderer:
 
     # -- models -----------------------------------------------------------------------------------------
 
-    def load_model(self, person_id: str) -> ModelInfo:
-        """Load (or reload, picking up a newly exported version) `gen_<person_id>`; blocks until ready."""
+    def load_model(self, person_id: str, *, everywhere: bool = False) -> ModelInfo:
+        """Load (or reload, picking up a newly published version) `gen_<person_id>`; blocks until ready.
+
+        `everywhere` with a `dns:///` URL: on every replica the name resolves to (see the module docstring);
+        replicas that cannot be reached are skipped with a warning (they load on first use), a load error
+        of any reachable one is raised. Otherwise on the server behind this channel.
+        """
         name = _model_name(person_id)
+        if everywhere and self.url.startswith(DNS_SCHEME):
+            self._fan_out("load", name, replica_urls(self.url))
+        else:
+            self._load_here(name)
+        with self._lock:
+            self._info.pop(name, None)
+        try:
+            return self.model_info(person_id)
+        except ModelNotFoundError:  # this channel reached a replica the fan-out did not (e.g. it just started)
+            self._load_here(name)
+            return self.model_info(person_id)
+
+    def _load_here(self, name: str) -> None:
         try:
             self._client.load_model(name, client_timeout=self.load_timeout)
         except Exception as exc:  # noqa: BLE001 - classified below
             raise _classify(exc, f"load {name}") from exc
-        with self._lock:
-            self._info.pop(name, None)
-        return self.model_info(person_id)
 
-    def unload_model(self, person_id: str, *, wait: bool = True, timeout: float = 60.0) -> None:
-        """Unload `gen_<person_id>`; with `wait`, until Triton reports it not ready."""
+    def _fan_out(self, op: str, name: str, urls: list[str]) -> list[str]:
+        """`op` ('load' / 'unload') of `name` on each url; returns those reached. Unreachable replicas are
+        skipped; the first other failure is raised after every replica was tried."""
+        if not urls:
+            raise RendererUnavailableError(f"{op} {name}: {self.url} resolves to no address",
+                                           reason="TRITON_UNAVAILABLE")
+        done, errors = [], []
+        for url in urls:
+            client = self._grpcclient.InferenceServerClient(url)
+            try:
+                if op == "load":
+                    client.load_model(name, client_timeout=self.load_timeout)
+                else:
+                    client.unload_model(name, client_timeout=self.timeout)
+                done.append(url)
+            except Exception as exc:  # noqa: BLE001 - classified below
+                err = _classify(exc, f"{op} {name} on {url}")
+                if isinstance(err, RendererUnavailableError) or (op == "unload" and isinstance(err, ModelNotFoundError)):
+                    log.warning("triton replica skipped", extra={"op": op, "model": name, "replica": url,
+                                                                 "error": err.message})
+                else:
+                    errors.append(err)
+            finally:
+                client.close()
+        if errors:
+            raise errors[0]
+        if not done:
+            raise RendererUnavailableError(f"{op} {name}: no replica of {self.url} reachable",
+                                           reason="TRITON_UNAVAILABLE")
+        return done
+
+    def unload_model(self, person_id: str, *, wait: bool = True, timeout: float = 60.0,
+                     everywhere: bool | None = None) -> None:
+        """Unload `gen_<person_id>`; with `wait`, until this channel's Triton reports it not ready.
+
+        `everywhere` (default: whether the URL is `dns:///`): on every replica the name resolves to.
+        """
         name = _model_name(person_id)
-        try:
-            self._client.unload_model(name, client_timeout=self.timeout)
-        except Exception as exc:  # noqa: BLE001
-            raise _classify(exc, f"unload {name}") from exc
+        if everywhere is None:
+            everywhere = self.url.startswith(DNS_SCHEME)
+        if everywhere and self.url.startswith(DNS_SCHEME):
+            self._fan_out("unload", name, replica_urls(self.url))
+        else:
+            try:
+                self._client.unload_model(name, client_timeout=self.timeout)
+            except Exception as exc:  # noqa: BLE001
+                raise _classify(exc, f"unload {name}") from exc
         with self._lock:
             self._info.pop(name, None)
         deadline = time.monotonic() + timeout
@@ -198,7 +291,34 @@ class TritonRenderer:
     # -- rendering --------------------------------------------------------------------------------------
 
     def render(self, person_id: str, ws: np.ndarray, *, request_id: str = "") -> np.ndarray:
-        """uint8 frames [N, H, W, 3] for float32 W+ latents [N, num_ws, w_dim] (chunks <= max batch)."""
+        """uint8 frames [N, H, W, 3] for float32 W+ latents [N, num_ws, w_dim] (chunks <= max batch).
+
+        A model this channel's Triton does not have loaded is loaded here and the render retried once
+        (`load_on_demand`; see the module docstring); a model missing from the repository stays NOT_FOUND.
+        """
+        try:
+            return self._render(person_id, ws, request_id)
+        except ModelNotFoundError:
+            if not self.load_on_demand:
+                raise
+        self.ensure_loaded(person_id)
+        return self._render(person_id, ws, request_id)
+
+    def ensure_loaded(self, person_id: str) -> None:
+        """Load `gen_<person_id>` on this channel's Triton unless it is ready there (one load per model at
+        a time)."""
+        name = _model_name(person_id)
+        with self._lock:
+            lock = self._load_locks.setdefault(name, threading.Lock())
+        with lock:
+            if self.is_model_ready(person_id):
+                return
+            log.info("loading model on first use", extra={"model": name, "triton": self.url})
+            self._load_here(name)
+            with self._lock:
+                self._info.pop(name, None)
+
+    def _render(self, person_id: str, ws: np.ndarray, request_id: str) -> np.ndarray:
         info = self.model_info(person_id)
         ws = np.asarray(ws)
         if ws.ndim != 3 or ws.shape[1:] != (info.num_ws, info.w_dim):

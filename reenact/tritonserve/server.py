@@ -223,6 +223,8 @@ class TritonServer:
         with TritonServer("model_repository") as ts:
             TritonRenderer(ts.grpc_url).load_model("alice")
 
+    `model_repository`: a directory, or an `s3://...` URL in Triton's forms (credentials from the AWS_*
+    environment / AWS_SHARED_CREDENTIALS_FILE of this process).
     Ports: None or 0 picks a free port. `http_port=-1` / `metrics_port=-1` disable that endpoint.
     `workdir` holds the log (`tritonserver.log`); a temporary one is made (and removed on stop) if None.
     """
@@ -234,7 +236,9 @@ class TritonServer:
                  startup_timeout: float = 60.0, exit_timeout: int = 10, log_verbose: int = 0,
                  echo_log: bool = False, extra_args: list[str] | tuple[str, ...] = (),
                  extra_pythonpath: list[str] | tuple[str, ...] = ()) -> None:
-        self.model_repository = pathlib.Path(model_repository).resolve()
+        # a local directory, or a URL tritonserver reads itself (s3://..., Triton's S3 forms; AWS_* env)
+        self.model_repository: pathlib.Path | str = (
+            str(model_repository) if "://" in str(model_repository) else pathlib.Path(model_repository).resolve())
         self.host = host
         self._want = {"grpc": grpc_port, "http": http_port, "metrics": metrics_port}
         self.ports: dict[str, int] = {}
@@ -331,7 +335,7 @@ class TritonServer:
     def start(self) -> TritonServer:
         if self.proc is not None and self.proc.poll() is None:
             return self
-        if not self.model_repository.is_dir():
+        if isinstance(self.model_repository, pathlib.Path) and not self.model_repository.is_dir():
             raise TritonStartError(f"model repository {self.model_repository} is not a directory")
         if self.workdir is None:
             self.workdir = pathlib.Path(tempfile.mkdtemp(prefix="reenact-triton-"))
