@@ -219,7 +219,14 @@ class ServiceServer:
     `registrations` add servicers to the server; `service_names` are the full proto service names
     (for health and reflection). The service starts NOT_SERVING; call `set_ready(True)` once it can
     do real work (models loaded, peers reachable).
+
+    Health names: "" and each service name report readiness (`set_ready`; Kubernetes readinessProbe).
+    `LIVENESS_SERVICE` ("liveness") is SERVING from `start()` until the graceful stop, whatever the
+    readiness: a livenessProbe naming it (`grpc.service: liveness`) restarts only a process whose gRPC
+    server no longer answers, never one that is merely waiting for a peer or the store.
     """
+
+    LIVENESS_SERVICE = "liveness"
 
     def __init__(self, name: str, config: ServiceConfig, registrations: Iterable[Registration],
                  service_names: Iterable[str], metrics: ServiceMetrics | None = None,
@@ -261,6 +268,7 @@ class ServiceServer:
         if self.port == 0:
             raise RuntimeError(f"could not bind {self.config.host}:{self.config.port}")
         self.server.start()
+        self.health.set(self.LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         if self.config.metrics_port >= 0:
             self.metrics_port = self.metrics.serve_http(self.config.host, self.config.metrics_port)
         log.info("service started", extra={"service_name": self.name, "address": self.address,

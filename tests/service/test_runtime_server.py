@@ -73,6 +73,36 @@ def test_health_reflects_readiness(server, channel):
         health_pb2.HealthCheckResponse.SERVING
 
 
+def test_liveness_is_independent_of_readiness(server, channel):
+    """The livenessProbe's health name: SERVING while the server runs, even while NOT ready (a peer or the
+    store down must take the pod out of rotation, never restart it); NOT_SERVING once it shuts down."""
+    stub = health_pb2_grpc.HealthStub(channel)
+
+    def status(name):
+        return stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
+
+    live = server.LIVENESS_SERVICE
+    assert live == "liveness"
+    assert status("") == health_pb2.HealthCheckResponse.NOT_SERVING  # not ready yet (e.g. a peer down)
+    assert status(live) == health_pb2.HealthCheckResponse.SERVING
+    server.set_ready(True)
+    server.set_ready(False)  # ready, then a peer goes away: readiness drops, liveness stays
+    assert (status(""), status(SERVICE), status(live)) == (health_pb2.HealthCheckResponse.NOT_SERVING,
+                                                            health_pb2.HealthCheckResponse.NOT_SERVING,
+                                                            health_pb2.HealthCheckResponse.SERVING)
+    stopper = threading.Thread(target=server.stop, kwargs={"drain_seconds": 2, "grace_seconds": 1})
+    fut = landmarks_pb2_grpc.LandmarksServiceStub(channel).DetectImage.future(
+        landmarks_pb2.DetectImageRequest(crop_size=5), timeout=10)  # keeps the server draining for a moment
+    while server.tracker.count == 0:
+        threading.Event().wait(0.01)
+    stopper.start()
+    threading.Event().wait(0.2)
+    assert status(live) == health_pb2.HealthCheckResponse.NOT_SERVING  # shutting down: liveness goes too
+    server.servicer.release.set()
+    fut.result()
+    stopper.join(10)
+
+
 def test_reflection_lists_services(channel):
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
     resp = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
