@@ -1276,6 +1276,22 @@ def _add_demo_command(sub, common) -> None:
     d.set_defaults(fn=cmd_demo)
 
 
+def cmd_eval(ns) -> int:
+    """`reenact eval PHASE ...`: the evaluation harness (reenact.evaluation.cli)."""
+    from reenact.evaluation.cli import run as run_eval
+
+    return run_eval(ns)
+
+
+def _add_eval_command(sub) -> None:
+    from reenact.evaluation.cli import add_arguments
+
+    ev = sub.add_parser("eval", help="evaluation harness: metrics, baselines and protocols "
+                                     "(prepare / produce / score / run / suite)")
+    add_arguments(ev)
+    ev.set_defaults(fn=cmd_eval)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common_parser()
     ap = argparse.ArgumentParser(prog="reenact", description=__doc__, parents=[common],
@@ -1286,6 +1302,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_person_commands(sub, common)
     _add_reenact_commands(sub, common)
     _add_demo_command(sub, common)
+    _add_eval_command(sub)
     t = sub.add_parser("track", help="stream a video through a running landmarks service")
     t.add_argument("video")
     t.add_argument("--address", required=True, help="landmarks service host:port")

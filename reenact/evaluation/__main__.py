@@ -1,0 +1,5 @@
+import sys
+
+from reenact.evaluation.cli import main
+
+sys.exit(main())

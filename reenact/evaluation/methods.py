@@ -1,0 +1,398 @@
+"""The "produce" phase: output frames of every method for one bundle, with timings.
+
+Needs only torch, numpy, cv2 (warp baseline) and this repository: no MediaPipe, dlib, tflite or PyAV
+(the landmark network comes pickled in the bundle). Runs on `cpu` or `cuda`.
+
+Methods (all output aligned frames at the generator resolution R, one per driving frame, in order; a
+driving frame without a face repeats the previous output, and counts):
+
+- nearest: nearest-anchor retrieval. The anchor whose stored keypoints are closest to the frame's
+  driving keypoints (the optimizer's per-part normalized keypoint loss, default subset) is returned: its
+  real self-scan frame when the bundle has the scan, else the generator's render of that anchor.
+  Identity-perfect by construction, expressions limited to what the anchors show.
+- warp: a classic one-shot 2-D warp. The person's reference photo (the most neutral scan frame) is warped
+  piecewise-affinely on a Delaunay triangulation of its MediaPipe points plus the crop border: each
+  point moves by the driver's motion relative to the first driving frame with a face (FOMM-style
+  "relative" transfer, scaled by the inter-ocular ratio); the border stays fixed. No inner mouth, no
+  hidden surface: it shows what a one-image 2-D method gets.
+- paper: the straightforward per-frame optimization as the paper describes it: every frame alone, a
+  fresh optimizer started from the frame's nearest anchor, a fixed number of Adam steps (no early stop,
+  no warm start, no temporal smoothing), sequentially.
+- ours: the engine (reenact.optimize.ReenactmentOptimizer) with its defaults (warm starts, windows,
+  keypoint smoothing, early stop), streaming.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from reenact.evaluation.bundle import Bundle
+
+METHODS = ("nearest", "warp", "paper", "ours")
+PAPER_DEFAULTS = {"learning_rate": 3e-2, "delta_lr_scale": 0.1, "lr_final": 0.1}  # optimizer_bench's best
+
+
+@dataclasses.dataclass
+class LoadedPerson:
+    model: object                 # reenact.optimize.PersonModel
+    anchor_frames: np.ndarray     # [N] scan frame index of each anchor (-1: unknown)
+    enroll_seconds: float         # NaN for a person loaded from a store
+    source: str
+
+
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def render(G, ws, device, batch: int = 16) -> np.ndarray:
+    """uint8 [B, R, R, 3] frames of W+ latents [B, num_ws, w_dim]."""
+    ws = torch.as_tensor(np.asarray(ws), dtype=torch.float32)
+    out = [to_uint8(G.synthesis(ws[i:i + batch].to(device), noise_mode="const")) for i in range(0, len(ws), batch)]
+    return np.concatenate(out) if out else np.zeros((0, G.img_resolution, G.img_resolution, 3), np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------- person
+
+def enroll_from_bundle(bundle: Bundle, out_dir: Path, profile_name: str, overrides: dict, device: str,
+                       person_id: str = "person") -> LoadedPerson:
+    """Enroll the bundle's aligned self-scan (align stage skipped) into out_dir/store; timed."""
+    from reenact.enroll.pipeline import Checkpoints, StageProgress, run_enrollment
+    from reenact.enroll.profiles import get_profile
+    from reenact.store import LocalStore, PersonRepository
+
+    profile = dataclasses.replace(get_profile(profile_name), **overrides)
+    try:
+        import dlib  # noqa: F401  (the P0 identity check of the enrollment needs dlib)
+    except ImportError:
+        profile = dataclasses.replace(profile, p0_samples=0)
+    aligned = bundle.aligned_scan()
+    if aligned is None:
+        raise ValueError("the bundle has no self-scan: pass a stored person (--store, --person)")
+    if aligned.crops.shape[1] != profile.resolution:
+        raise ValueError(f"the bundle's scan is aligned at {aligned.crops.shape[1]} px, profile {profile.name} "
+                         f"needs {profile.resolution}: prepare it with that profile")
+    repo = PersonRepository(LocalStore(out_dir / "store"))
+    sync(device)
+    t0 = time.perf_counter()
+    result = run_enrollment("", person_id=person_id, profile=profile, repo=repo,
+                            ckpt=Checkpoints(repo.store, "jobs/eval/ckpt/"), progress=StageProgress(lambda **kw: None),
+                            should_stop=lambda: False, device=device, checkpoint_every_s=1e9, aligned=aligned)
+    sync(device)
+    seconds = time.perf_counter() - t0
+    loaded = load_person(f"file://{(out_dir / 'store').resolve()}", person_id, device)
+    loaded.enroll_seconds = seconds
+    loaded.source = f"enrolled here ({profile.name}, v{result.person_version})"
+    return loaded
+
+
+def load_person(store_url: str, person_id: str, device: str, version: int | None = None) -> LoadedPerson:
+    from reenact.optimize import PersonModel
+    from reenact.store import PersonRepository, open_store
+
+    repo = PersonRepository(open_store(store_url))
+    model = PersonModel.load(repo, person_id, version, device=device)
+    anchors = torch.load(io.BytesIO(repo.read(person_id, model.version, "anchors.pt")), map_location="cpu",
+                         weights_only=True)
+    frames = anchors.get("anchor_frames")
+    frames = np.full(len(model.anchor_w), -1) if frames is None else np.asarray(frames)
+    return LoadedPerson(model, frames, float("nan"), f"{store_url} {person_id} v{model.version}")
+
+
+# --------------------------------------------------------------------------------------------- targets
+
+def targets(bundle: Bundle):
+    from reenact.optimize import Target
+
+    kp, crops, face = bundle["drv_keypoints"], bundle["drv_crops"], bundle["drv_has_face"]
+    c = bundle.crop_size
+    out = []
+    for i in range(bundle.num_frames):
+        points = kp[i] if face[i] else np.zeros((478, 3), np.float32)
+        out.append(Target(i, points.astype(np.float32), c, crops[i] if face[i] else None, bool(face[i])))
+    return out
+
+
+def nearest_anchor_indices(person, keypoints: np.ndarray, crop_size: int, subset: str = "default") -> np.ndarray:
+    """[T] nearest anchor of each frame's keypoints [T, 478, 3] at crop_size (NaN rows -> -1)."""
+    from reenact.optimize import get_subset, losses
+
+    r = person.resolution
+    anchors = person.anchor_points.float().cpu()
+    out = np.full(len(keypoints), -1, np.int64)
+    for i, kp in enumerate(keypoints):
+        if not np.isfinite(kp).all():
+            continue
+        t = torch.from_numpy(np.asarray(kp, np.float32) * (r / crop_size))
+        loss = losses.keypoint_loss(anchors, t.expand_as(anchors), get_subset(subset))
+        out[i] = int(loss.argmin())
+    return out
+
+
+def _fill_missing(frames: list, fallback: np.ndarray) -> np.ndarray:
+    """Frames without an output (None) repeat the previous one (the fallback before the first)."""
+    out, last = [], fallback
+    for f in frames:
+        last = f if f is not None else last
+        out.append(last)
+    return np.stack(out)
+
+
+# ---------------------------------------------------------------------------------------------- methods
+
+def run_nearest(bundle: Bundle, person: LoadedPerson, device: str) -> dict:
+    m = person.model
+    sync(device)
+    t0 = time.perf_counter()
+    idx = nearest_anchor_indices(m, bundle["drv_keypoints"], bundle.crop_size)
+    scan_crops = bundle.get("scan_crops")
+    use_scan = scan_crops is not None and (person.anchor_frames >= 0).all() and \
+        scan_crops.shape[1] == m.resolution
+    if use_scan:
+        images = scan_crops[person.anchor_frames]
+    else:
+        ws = m.anchor_w[:, None, :].expand(-1, m.G.num_ws, -1).cpu().numpy()
+        images = render(m.G, ws, device)
+    frames = [images[i] if i >= 0 else None for i in idx]
+    out = _fill_missing(frames, images[0])
+    sync(device)
+    return {"frames": out, "seconds": time.perf_counter() - t0, "anchor": idx,
+            "notes": "real self-scan anchor frames" if use_scan else "generator renders of the anchors"}
+
+
+def run_warp(bundle: Bundle, person: LoadedPerson, device: str) -> dict:
+    import cv2
+
+    m = person.model
+    c, r = bundle.crop_size, m.resolution
+    if "ref_image" in bundle:
+        ref, ref_pts = bundle["ref_image"], bundle["ref_points"].astype(np.float64)
+        note = "reference photo: the most neutral self-scan frame"
+    else:  # no scan: the first anchor's render and its keypoints
+        ws = m.anchor_w[:1, None, :].expand(-1, m.G.num_ws, -1).cpu().numpy()
+        ref = cv2.resize(render(m.G, ws, device)[0], (c, c), interpolation=cv2.INTER_CUBIC)
+        ref_pts = m.anchor_points[0].cpu().numpy().astype(np.float64) * (c / r)
+        note = "reference photo: the first anchor's render"
+    t0 = time.perf_counter()
+    warper = PiecewiseAffineWarp(ref, ref_pts[:468, :2])
+    kp, face = bundle["drv_keypoints"].astype(np.float64), bundle["drv_has_face"]
+    frames = []
+    first = int(np.flatnonzero(face)[0]) if face.any() else -1
+    for i in range(bundle.num_frames):
+        if not face[i]:
+            frames.append(None)
+            continue
+        scale = _iod(ref_pts) / _iod(kp[first])
+        dst = ref_pts[:468, :2] + (kp[i, :468, :2] - kp[first, :468, :2]) * scale
+        frames.append(cv2.resize(warper(dst), (r, r), interpolation=cv2.INTER_AREA))
+    out = _fill_missing(frames, cv2.resize(ref, (r, r), interpolation=cv2.INTER_AREA))
+    return {"frames": out, "seconds": time.perf_counter() - t0, "notes": note}
+
+
+def _iod(points: np.ndarray) -> float:
+    from reenact.evaluation.metrics import inter_ocular
+
+    return float(inter_ocular(np.asarray(points)[None])[0])
+
+
+class PiecewiseAffineWarp:
+    """Backward piecewise-affine warp of one image, triangles = Delaunay of its points + 8 border points.
+
+    __call__(dst [K, 2]) moves the K points to dst (border fixed) and returns the warped image: every
+    output pixel inside a destination triangle samples the source at its barycentric position in the
+    source triangle (triangles drawn far to near by their mean displacement order is not needed: a
+    fold-over takes the later triangle). cv2 only (fillConvexPoly + remap)."""
+
+    def __init__(self, image: np.ndarray, points: np.ndarray) -> None:
+        import cv2
+
+        self.image = np.ascontiguousarray(image)
+        h, w = image.shape[:2]
+        self.size = (h, w)
+        border = np.array([[0, 0], [w / 2, 0], [w - 1e-3, 0], [w - 1e-3, h / 2], [w - 1e-3, h - 1e-3],
+                           [w / 2, h - 1e-3], [0, h - 1e-3], [0, h / 2]], np.float64)
+        self.border = border
+        src = np.concatenate([np.clip(points, 0, [w - 1e-3, h - 1e-3]), border])
+        self.src = src
+        subdiv = cv2.Subdiv2D((0, 0, w, h))
+        for p in src:
+            subdiv.insert((float(p[0]), float(p[1])))
+        tris = []
+        for t in subdiv.getTriangleList().reshape(-1, 3, 2):
+            ids = [int(np.argmin(np.linalg.norm(src - v, axis=1))) for v in t]
+            if len(set(ids)) == 3 and all(np.linalg.norm(src[k] - v) < 1e-2 for k, v in zip(ids, t, strict=True)):
+                tris.append(ids)
+        self.triangles = np.array(tris, np.int64)
+
+    def __call__(self, dst_points: np.ndarray) -> np.ndarray:
+        import cv2
+
+        h, w = self.size
+        dst = np.concatenate([np.asarray(dst_points, np.float64), self.border])
+        ids = np.full((h, w), -1, np.int32)
+        for k, tri in enumerate(self.triangles):
+            cv2.fillConvexPoly(ids, np.round(dst[tri] * 16).astype(np.int32), int(k), lineType=cv2.LINE_8, shift=4)
+        # per triangle: affine mapping destination pixel centres -> source coordinates
+        d = np.concatenate([dst[self.triangles], np.ones((len(self.triangles), 3, 1))], axis=2)  # [K, 3, 3]
+        s = self.src[self.triangles]                                                         # [K, 3, 2]
+        det_ok = np.abs(np.linalg.det(d)) > 1e-9
+        mats = np.zeros((len(self.triangles), 3, 2))
+        mats[det_ok] = np.linalg.solve(d[det_ok], s[det_ok])
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+        xy1 = np.stack([xs + 0.5, ys + 0.5, np.ones_like(xs)], axis=-1)
+        k = np.where(ids >= 0, ids, 0)
+        src_xy = np.einsum("hwi,hwij->hwj", xy1, mats[k])
+        map_x = np.where(ids >= 0, src_xy[..., 0] - 0.5, xs).astype(np.float32)
+        map_y = np.where(ids >= 0, src_xy[..., 1] - 0.5, ys).astype(np.float32)
+        return cv2.remap(self.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def paper_options(steps: int, **overrides):
+    from reenact.optimize import OptimizerOptions
+
+    kw = {**PAPER_DEFAULTS, **overrides}
+    return OptimizerOptions(first_frame_steps=steps, steps=steps, window=1, keypoint_sigma=0.0, tolerance=0.0, **kw)
+
+
+def run_paper(bundle: Bundle, person: LoadedPerson, device: str, net, steps: int) -> dict:
+    from reenact.optimize import ReenactmentOptimizer, Target
+
+    m = person.model
+    opts = paper_options(steps)
+    sync(device)
+    t0 = time.perf_counter()
+    ws, per_steps, kp_err = [], [], []
+    for t in targets(bundle):
+        if not t.has_face:
+            ws.append(None)
+            per_steps.append(0)
+            kp_err.append(float("nan"))
+            continue
+        opt = ReenactmentOptimizer(m, opts, device=device, landmarks=net)
+        res = opt.push(Target(0, t.keypoints, t.crop_size, t.crop)) + opt.flush()
+        ws.append(res[0].ws)
+        per_steps.append(res[0].steps)
+        kp_err.append(res[0].keypoint_error)
+    first = next((w for w in ws if w is not None), None)
+    if first is None:
+        first = m.anchor_w[:1].expand(m.G.num_ws, -1).cpu().numpy()
+    frames = render(m.G, _fill_missing(ws, first), device)
+    sync(device)
+    return {"frames": frames, "seconds": time.perf_counter() - t0, "steps": np.array(per_steps),
+            "engine_keypoint_error": np.array(kp_err), "options": dataclasses.asdict(opts)}
+
+
+def run_ours(bundle: Bundle, person: LoadedPerson, device: str, net, options) -> dict:
+    from reenact.optimize import ReenactmentOptimizer
+
+    m = person.model
+    sync(device)
+    t0 = time.perf_counter()
+    opt = ReenactmentOptimizer(m, options, device=device, landmarks=net)
+    results = []
+    for t in targets(bundle):
+        results += opt.push(t)
+    results += opt.flush()
+    frames = render(m.G, np.stack([r.ws for r in results]), device)
+    sync(device)
+    return {"frames": frames, "seconds": time.perf_counter() - t0, "steps": np.array([r.steps for r in results]),
+            "engine_keypoint_error": np.array([r.keypoint_error for r in results]),
+            "options": dataclasses.asdict(options), "starts": dict(opt.stats)}
+
+
+def warm_up(bundle: Bundle, person: LoadedPerson, device: str, net) -> None:
+    """One short optimization and a render, so no method pays the first-call costs (CUDA init, kernels)."""
+    from reenact.optimize import ReenactmentOptimizer, Target
+
+    face = np.flatnonzero(bundle["drv_has_face"])
+    if not len(face):
+        return
+    t = targets(bundle)[int(face[0])]
+    opt = ReenactmentOptimizer(person.model, paper_options(2), device=device, landmarks=net)
+    res = opt.push(Target(0, t.keypoints, t.crop_size, t.crop)) + opt.flush()
+    render(person.model.G, np.stack([r.ws for r in res]), device)
+    sync(device)
+
+
+# ---------------------------------------------------------------------------------------------- produce
+
+def produce(bundle_path: str | Path, out_dir: str | Path, *, methods=METHODS, device: str = "cpu",
+            store: str | None = None, person_id: str | None = None, profile: str = "cpu-quick",
+            profile_overrides: dict | None = None, paper_steps: int = 200, ours_overrides: dict | None = None,
+            enroll_seconds: float | None = None, log=print) -> dict:
+    """Run every method; write out_dir/<method>.npz (frames + per-frame data) and out_dir/produce.json."""
+    from reenact.optimize import OptimizerOptions
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; choose from {METHODS}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bundle = Bundle(bundle_path)
+    torch.manual_seed(0)
+    if store and person_id:
+        person = load_person(store, person_id, device)
+        if enroll_seconds is not None:  # enrolled earlier by the caller (suite: once for both protocols)
+            person.enroll_seconds = enroll_seconds
+    else:
+        log(f"enrolling the bundle's self-scan ({profile}) on {device} ...")
+        person = enroll_from_bundle(bundle, out_dir, profile, profile_overrides or {}, device)
+        log(f"  enrolled in {person.enroll_seconds:.1f} s")
+    if "identity_refs" not in bundle:  # no scan: the anchors' renders are the identity references
+        m = person.model
+        ws = m.anchor_w[:16, None, :].expand(-1, m.G.num_ws, -1).cpu().numpy()
+        np.savez_compressed(out_dir / "identity_refs.npz", frames=render(m.G, ws, device))
+    net = bundle.landmark_net(device)
+    warm_up(bundle, person, device, net)
+    ours_options = OptimizerOptions().override(**(ours_overrides or {}))
+    info: dict = {"bundle": str(Path(bundle_path).resolve()), "device": device, "device_name": device_name(device),
+                  "person": person.source, "resolution": person.model.resolution,
+                  "num_anchors": int(len(person.model.anchor_w)), "enroll_seconds": person.enroll_seconds,
+                  "scan_align_seconds": bundle.meta.get("scan_align_seconds"), "frames": bundle.num_frames,
+                  "torch": torch.__version__, "methods": {}}
+    for name in methods:
+        log(f"method {name} ...")
+        if device != "cpu" and torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        if name == "nearest":
+            res = run_nearest(bundle, person, device)
+        elif name == "warp":
+            res = run_warp(bundle, person, device)
+        elif name == "paper":
+            res = run_paper(bundle, person, device, net, paper_steps)
+        else:
+            res = run_ours(bundle, person, device, net, ours_options)
+        frames = res.pop("frames")
+        arrays = {k: v for k, v in res.items() if isinstance(v, np.ndarray)}
+        np.savez_compressed(out_dir / f"{name}.npz", frames=frames, **arrays)
+        entry = {k: v for k, v in res.items() if not isinstance(v, np.ndarray)}
+        entry["fps"] = bundle.num_frames / res["seconds"] if res["seconds"] > 0 else float("inf")
+        entry["mean_steps"] = float(np.mean(res["steps"])) if "steps" in res else None
+        if device != "cpu" and torch.cuda.is_available():
+            entry["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        info["methods"][name] = entry
+        log(f"  {name}: {res['seconds']:.1f} s, {entry['fps']:.2f} frames/s")
+    from reenact.evaluation.metrics import nan_to_none
+
+    (out_dir / "produce.json").write_text(json.dumps(nan_to_none(info), indent=1))
+    return info
+
+
+def device_name(device: str) -> str:
+    if torch.device(device).type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
