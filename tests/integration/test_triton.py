@@ -157,8 +157,13 @@ def test_unload(setup):  # after test_new_version...: version 2 is loaded
     ensure_loaded(r)
     r.unload_model(PERSON)
     assert not r.is_model_ready(PERSON)
-    with pytest.raises(ModelNotFoundError, match=model_name(PERSON)):
-        r.render(PERSON, random_ws(G, 1, seed=4))
+    with TritonRenderer(setup["server"].grpc_url, load_on_demand=False) as strict, \
+            pytest.raises(ModelNotFoundError, match=model_name(PERSON)):
+        strict.render(PERSON, random_ws(G, 1, seed=4))
+    # the default renderer loads a model that is in the repository but not loaded (load on first use)
+    assert r.render(PERSON, random_ws(G, 1, seed=4)).shape == (1, 32, 32, 3)
+    assert r.is_model_ready(PERSON)
+    r.unload_model(PERSON)
 
 
 def test_server_down():
