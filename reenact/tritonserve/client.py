@@ -13,10 +13,15 @@ Several Triton replicas (explicit model control: a model is loaded per server, n
   (pick_first), so the load and the retry reach the replica that answered NOT_FOUND: every replica loads a
   person's model the first time one of its clients renders that person (a new person, a restarted or
   newly scaled replica). Concurrent renders of one missing model load it once (per-model lock).
-* fan-out: with a `dns:///host:port` URL (a Kubernetes headless Service: one address per ready pod)
-  `load_model(..., everywhere=True)` loads on every address (the trainer after publishing a NEW version,
-  so no replica keeps serving the old one) and `unload_model` unloads on every address (person deletion).
-  `replica_urls(url)` lists them. Other URLs mean one server.
+* `dns:///host:port` URLs (a Kubernetes headless Service: one address per ready pod; also gRPC's static
+  `ipv4:a:port,b:port`): the channel
+  balances per RPC over every address (round_robin), so load on first use loads on every replica that
+  does not have the model ready (checked per address; replicas that have it are not reloaded);
+  `load_model(..., everywhere=True)` (re)loads on every address (the trainer after publishing a NEW
+  version, so no replica keeps serving the old one) and `unload_model` unloads on every address (person
+  deletion). `replica_urls(url)` lists them. Other URLs mean one server (or a ClusterIP Service: one
+  connection, so one replica per channel). gRPC re-resolves the name only when a connection fails: a
+  replica added later is used once a connection is re-established.
 
 Every failure is a `RendererError` carrying Triton's message; the subclasses say why:
 `ModelNotFoundError` (no such model in the repository / not loaded), `ModelLoadError` (Triton failed
@@ -46,6 +51,7 @@ from reenact.tritonserve.repository import model_name
 
 log = logging.getLogger("reenact.tritonserve.client")
 DNS_SCHEME = "dns:///"
+IPV4_SCHEME = "ipv4:"
 
 
 class RendererError(ReenactError):
@@ -103,9 +109,16 @@ def _model_name(person_id: str) -> str:
         raise RenderInputError(exc.message, violations=exc.violations, reason="BAD_PERSON_ID") from None
 
 
+def is_multi_replica(url: str) -> bool:
+    """Whether `url` names several Triton replicas: `dns:///host:port` or gRPC's `ipv4:a:port,b:port`."""
+    return url.startswith((DNS_SCHEME, IPV4_SCHEME))
+
+
 def replica_urls(url: str) -> list[str]:
-    """The Triton servers behind `url`: every address of `dns:///host:port` (sorted, IPv6 in brackets), else
-    `[url]`. An unresolvable name gives []."""
+    """The Triton servers behind `url`: every address of `dns:///host:port` (sorted, IPv6 in brackets) or of
+    `ipv4:a:port,b:port`, else `[url]`. An unresolvable name gives []."""
+    if url.startswith(IPV4_SCHEME):
+        return [a for a in url[len(IPV4_SCHEME):].split(",") if a]
     if not url.startswith(DNS_SCHEME):
         return [url]
     target = url[len(DNS_SCHEME):]
@@ -119,6 +132,23 @@ def replica_urls(url: str) -> list[str]:
         return []
     addrs = sorted({info[4][0] for info in infos})
     return [f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in addrs]
+
+
+def _channel_args(url: str) -> list[tuple] | None:
+    """tritonclient's default channel options, plus round_robin over the addresses of a `dns:///` URL
+    (per-RPC balancing across Triton replicas); None (tritonclient's defaults) for other URLs."""
+    if not is_multi_replica(url):
+        return None
+    from tritonclient.grpc import KeepAliveOptions
+    from tritonclient.grpc._client import MAX_GRPC_MESSAGE_SIZE
+
+    ka = KeepAliveOptions()
+    return [("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.keepalive_time_ms", ka.keepalive_time_ms), ("grpc.keepalive_timeout_ms", ka.keepalive_timeout_ms),
+            ("grpc.keepalive_permit_without_calls", ka.keepalive_permit_without_calls),
+            ("grpc.http2.max_pings_without_data", ka.http2_max_pings_without_data),
+            ("grpc.lb_policy_name", "round_robin")]
 
 
 @dataclass(frozen=True)
@@ -141,7 +171,7 @@ class TritonRenderer:
         self.url = url
         self.timeout = timeout
         self.load_timeout = load_timeout
-        self._client = grpcclient.InferenceServerClient(url)
+        self._client = grpcclient.InferenceServerClient(url, channel_args=_channel_args(url))
         self._grpcclient = grpcclient
         self.load_on_demand = load_on_demand
         self._info: dict[str, ModelInfo] = {}
@@ -174,7 +204,7 @@ class TritonRenderer:
         of any reachable one is raised. Otherwise on the server behind this channel.
         """
         name = _model_name(person_id)
-        if everywhere and self.url.startswith(DNS_SCHEME):
+        if everywhere and is_multi_replica(self.url):
             self._fan_out("load", name, replica_urls(self.url))
         else:
             self._load_here(name)
@@ -231,8 +261,8 @@ class TritonRenderer:
         """
         name = _model_name(person_id)
         if everywhere is None:
-            everywhere = self.url.startswith(DNS_SCHEME)
-        if everywhere and self.url.startswith(DNS_SCHEME):
+            everywhere = is_multi_replica(self.url)
+        if everywhere and is_multi_replica(self.url):
             self._fan_out("unload", name, replica_urls(self.url))
         else:
             try:
@@ -311,12 +341,31 @@ class TritonRenderer:
         with self._lock:
             lock = self._load_locks.setdefault(name, threading.Lock())
         with lock:
-            if self.is_model_ready(person_id):
-                return
-            log.info("loading model on first use", extra={"model": name, "triton": self.url})
-            self._load_here(name)
+            if is_multi_replica(self.url):  # round_robin: any replica may get the next request
+                self._ensure_on_replicas(name)
+            elif not self.is_model_ready(person_id):
+                log.info("loading model on first use", extra={"model": name, "triton": self.url})
+                self._load_here(name)
             with self._lock:
                 self._info.pop(name, None)
+
+    def _ensure_on_replicas(self, name: str) -> None:
+        """Load `name` on each replica of the dns:/// URL that does not have it ready (no reload elsewhere)."""
+        missing = []
+        for url in replica_urls(self.url):
+            client = self._grpcclient.InferenceServerClient(url)
+            try:
+                if not client.is_model_ready(name, client_timeout=self.timeout):
+                    missing.append(url)
+            except Exception as exc:  # noqa: BLE001
+                err = _classify(exc, f"ready {name} on {url}")
+                if isinstance(err, ModelNotFoundError):
+                    missing.append(url)  # else unreachable: skipped
+            finally:
+                client.close()
+        if missing:
+            log.info("loading model on first use", extra={"model": name, "replicas": missing})
+            self._fan_out("load", name, missing)
 
     def _render(self, person_id: str, ws: np.ndarray, request_id: str) -> np.ndarray:
         info = self.model_info(person_id)

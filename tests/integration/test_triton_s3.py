@@ -3,7 +3,7 @@ reenact/enroll/job.py calls) writes gen_<person> to a real moto_server; two real
 "replicas" on 127.0.0.1 and 127.0.0.2, same port) read that S3 repository directly (Triton's
 `s3://http://host:port/bucket/prefix` form, explicit model control) and render.
 
-Checked: load on first use through a pinned channel; load fan-out to every replica of a `dns:///` URL (the
+Checked: load on first use through a pinned channel and through a round_robin channel over both replicas; load fan-out to every replica of a `dns:///` URL (the
 trainer after publishing; name resolution patched to give both loopback addresses); a new version is served
 by both replicas after the fan-out; a failed staging of a later version leaves the live one loadable; a
 deleted person is unloaded everywhere and cannot be loaded again.
@@ -111,6 +111,21 @@ def test_02_load_on_first_use_from_s3(env):
         with TritonRenderer(env["servers"][1].grpc_url, load_on_demand=False) as strict, \
                 pytest.raises(ModelNotFoundError):
             strict.render(PERSON, env["ws"])
+
+
+def test_02b_round_robin_channel_loads_on_every_replica_on_first_use(env):
+    """A multi-replica URL balances per RPC (round_robin): a render that lands on the replica without the
+    model loads it on every replica missing it (replica 0 has it from test_02, replica 1 not)."""
+    url = f"ipv4:127.0.0.1:{env['port']},127.0.0.2:{env['port']}"
+    want = local_render(env["Gs"][0], env["ws"])
+    with TritonRenderer(url, timeout=30) as rr:
+        for _ in range(4):  # both replicas get requests
+            assert close_uint8(rr.render(PERSON, env["ws"]), want)
+    with replica(env, 0) as r0, replica(env, 1) as r1:
+        assert r0.is_model_ready(PERSON) and r1.is_model_ready(PERSON)
+        stats = [r._client.get_inference_statistics(f"gen_{PERSON}", as_json=True)["model_stats"][0]
+                 for r in (r0, r1)]
+    assert all(int(st["inference_count"]) >= 1 for st in stats), stats  # both served
 
 
 def test_03_new_version_fanned_out_to_every_replica(env, both_replicas):

@@ -133,6 +133,7 @@ def test_trainer_config_accepts_repository_urls():
 
 def test_replica_urls():
     assert replica_urls("triton:8001") == ["triton:8001"]
+    assert replica_urls("ipv4:10.0.0.1:8001,10.0.0.2:8001") == ["10.0.0.1:8001", "10.0.0.2:8001"]
     assert replica_urls("dns:///localhost:8001") == sorted(
         {f"[{i[4][0]}]:8001" if ":" in i[4][0] else f"{i[4][0]}:8001"
          for i in socket.getaddrinfo("localhost", 8001, type=socket.SOCK_STREAM)})
