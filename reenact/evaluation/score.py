@@ -130,8 +130,7 @@ def score_method(frames: np.ndarray, bundle: Bundle, driver: dict, ident: Identi
         "identity_below_0_6": float((dist < 0.6).sum() / t),
         "expression_error": M.summary(per["expression_error"]),
         "lips_error": M.summary(per["lips_error"]),
-        "eyes_error": M.summary(np.nanmean(np.stack([per["right_eye_error"], per["left_eye_error"]]), axis=0)
-                                if t else per["lips_error"]),
+        "eyes_error": M.summary(0.5 * (per["right_eye_error"] + per["left_eye_error"])),
         "mouth_open_corr": M.correlation(driver["ratios"]["mouth_open"], per["mouth_open"]),
         "eye_open_corr": M.correlation(driver["ratios"]["eye_open"], per["eye_open"]),
         "pose_error_deg": {k: M.summary(per[f"{k}_error"]) for k in ("yaw", "pitch", "roll")},
