@@ -245,6 +245,9 @@ def check_rule_metrics(rules: dict, known_metrics: set[str]) -> list[str]:
 # ------------------------------------------------------------------------------------------- policy
 
 GPU_SERVICES = {"optimizer", "trainer", "triton"}
+LIVENESS_SERVICE = "liveness"  # reenact.runtime.server.ServiceServer.LIVENESS_SERVICE
+MODEL_REPOSITORY_ARG = "--model-repository=$(REENACT_MODEL_REPOSITORY)"
+TRITON_REPLICAS_URL = "dns:///triton-headless:8001"
 SERVICES = {"landmarks", "trainer", "optimizer", "gateway", "triton"}
 
 
@@ -331,10 +334,23 @@ def _check_probes(cw: str, c: dict) -> list[str]:
         p.append(f"{cw}: no container port named grpc")
     if _port(c, "metrics") is None:
         p.append(f"{cw}: no container port named metrics")
-    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
-        got = c.get(probe, {}).get("grpc", {}).get("port")
-        if got != port:
-            p.append(f"{cw}: {probe} must be a gRPC probe on the service port {port}, got {got}")
+    ready = c.get("readinessProbe", {})
+    if ready.get("grpc", {}).get("port") != port or ready["grpc"].get("service", ""):
+        p.append(f"{cw}: readinessProbe must be a gRPC probe on the service port {port} (overall health, no "
+                 f"service name), got {ready}")
+    for probe in ("livenessProbe", "startupProbe"):
+        got = c.get(probe, {})
+        if cw.endswith("/triton"):  # Triton's gRPC health is its readiness: liveness is HTTP /v2/health/live
+            ok = got.get("httpGet", {}).get("path") == "/v2/health/live" and got["httpGet"].get("port") in (
+                "http", _port(c, "http")) and _port(c, "http") is not None
+            want = "httpGet /v2/health/live on the http port"
+        else:  # reenact/runtime/server.py: ServiceServer.LIVENESS_SERVICE
+            ok = got.get("grpc", {}).get("port") == port and got["grpc"].get("service") == LIVENESS_SERVICE
+            want = f"a gRPC probe on the service port {port} with service {LIVENESS_SERVICE!r}"
+        if not ok:
+            p.append(f"{cw}: {probe} must be {want} (liveness must not follow readiness), got {got}")
+    if c.get("livenessProbe") == ready:
+        p.append(f"{cw}: livenessProbe and readinessProbe are the same check")
     return p
 
 
@@ -342,9 +358,8 @@ def _shutdown_seconds(cw: str, name: str, c: dict, overlay: str, p: list[str]) -
     """Seconds the process may take after SIGTERM (drain + grace; Triton's exit timeout); checks config."""
     if name == "triton":
         args = c.get("args", [])
-        if not any(a.startswith("--model-repository=s3://") or a == "--model-repository=$(TRITON_MODEL_REPOSITORY)"
-                   for a in args):
-            p.append(f"{cw}: --model-repository must be an s3:// URL")
+        if MODEL_REPOSITORY_ARG not in args:
+            p.append(f"{cw}: {MODEL_REPOSITORY_ARG} missing (one S3 model repository for Triton, trainer, gateway)")
         if "--model-control-mode=explicit" not in args:
             p.append(f"{cw}: --model-control-mode=explicit missing")
         return next((float(a.split("=", 1)[1]) for a in args if a.startswith("--exit-timeout-secs=")), 30.0)
@@ -375,6 +390,10 @@ def _check_deployment(name: str, dep: dict, ix: _Index, overlay: str) -> list[st
         pre = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
         if tgps <= pre + needed:
             p.append(f"{cw}: terminationGracePeriodSeconds {tgps} must exceed preStop {pre} + drain {needed}")
+    if name in ("gateway", "trainer"):
+        url = _env(pod["containers"][0]).get(f"REENACT_{name.upper()}_TRITON_URL")
+        if url != TRITON_REPLICAS_URL:
+            p.append(f"Deployment/{name}: Triton URL must be {TRITON_REPLICAS_URL} (every replica), got {url!r}")
     replicas = dep["spec"].get("replicas")
     if overlay == "dev" and replicas != 1:
         p.append(f"Deployment/{name}: dev runs one replica, got {replicas}")
@@ -399,10 +418,31 @@ def _check_scaling(ix: _Index) -> list[str]:
     return p
 
 
+def _check_triton_replicas(docs: list[dict], ix: _Index, overlay: str) -> list[str]:
+    """Several Triton replicas in prod, a PDB that keeps one, the headless Service, the S3 model repository."""
+    p = []
+    replicas = ix.deps.get("triton", {}).get("spec", {}).get("replicas", 1)
+    if overlay == "prod" and replicas < 2:
+        p.append(f"prod: Triton needs >= 2 replicas, got {replicas}")
+    for pdb in by_kind(docs, "PodDisruptionBudget"):
+        if pdb["spec"]["selector"]["matchLabels"].get("app.kubernetes.io/name") == "triton":
+            spec = pdb["spec"]
+            if "minAvailable" in spec or spec.get("maxUnavailable") != 1:
+                p.append(f"PodDisruptionBudget/triton must be maxUnavailable: 1, got {spec}")
+    headless = [d for d in by_kind(docs, "Service") if d["metadata"]["name"] == "triton-headless"]
+    if not headless or headless[0]["spec"].get("clusterIP") != "None" or \
+            headless[0]["spec"].get("selector", {}).get("app.kubernetes.io/name") != "triton":
+        p.append("Service/triton-headless (clusterIP: None, selecting Triton) missing")
+    store = next((d.get("data", {}) for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == "reenact-store"), {})
+    if not store.get("REENACT_MODEL_REPOSITORY", "").startswith("s3://"):
+        p.append("ConfigMap reenact-store: REENACT_MODEL_REPOSITORY must be an s3:// URL")
+    return p
+
+
 def check_policy(docs: list[dict], overlay: str) -> list[str]:
     """The deployment rules of issue 8, on a rendered overlay."""
     ix = _Index(docs)
-    p: list[str] = []
+    p: list[str] = _check_triton_replicas(docs, ix, overlay)
     if set(ix.deps) != SERVICES:
         p.append(f"Deployments {sorted(ix.deps)} != {sorted(SERVICES)}")
     for name, dep in ix.deps.items():

@@ -87,6 +87,63 @@ def test_policy_catches_violations(rendered):
     assert "gateway/gateway: readinessProbe must be a gRPC probe" in problems
 
 
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_liveness_differs_from_readiness(rendered, overlay):
+    """Liveness must not follow readiness (a pod whose peer is down leaves the Service, it is not restarted):
+    the reenact services' liveness/startup probes name the runtime's always-SERVING `liveness` health entry,
+    readiness the overall status; Triton's liveness is HTTP /v2/health/live (its gRPC health is readiness)."""
+    from reenact.runtime.server import ServiceServer
+
+    assert ServiceServer.LIVENESS_SERVICE == deploycheck.LIVENESS_SERVICE
+    for dep in (d for d in load(rendered[overlay]) if d["kind"] == "Deployment"):
+        c = dep["spec"]["template"]["spec"]["containers"][0]
+        live, start, ready = c["livenessProbe"], c["startupProbe"], c["readinessProbe"]
+        assert live != ready and "service" not in ready["grpc"], dep["metadata"]["name"]
+        if dep["metadata"]["name"] == "triton":
+            assert live["httpGet"]["path"] == start["httpGet"]["path"] == "/v2/health/live"
+        else:
+            assert live["grpc"]["service"] == start["grpc"]["service"] == "liveness"
+            assert live["grpc"]["port"] == ready["grpc"]["port"]
+
+
+def test_triton_replicas_and_model_repository(rendered):
+    prod = load(rendered["prod"])
+    deps = {d["metadata"]["name"]: d for d in prod if d["kind"] == "Deployment"}
+    assert deps["triton"]["spec"]["replicas"] >= 2
+    pdb = next(d for d in prod if d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"] == "triton")
+    assert pdb["spec"]["maxUnavailable"] == 1  # one replica keeps serving through a drain
+    headless = next(d for d in prod if d["kind"] == "Service" and d["metadata"]["name"] == "triton-headless")
+    assert headless["spec"]["clusterIP"] == "None"
+    # one S3 model repository: Triton reads it, trainer and gateway (shared field model_repository) write it
+    store = next(d for d in prod if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "reenact-store")["data"]
+    assert store["REENACT_MODEL_REPOSITORY"].startswith("s3://") and "TRITON_MODEL_REPOSITORY" not in store
+    assert "--model-repository=$(REENACT_MODEL_REPOSITORY)" in deps["triton"]["spec"]["template"]["spec"][
+        "containers"][0]["args"]
+    trainer_vols = {v["name"] for v in deps["trainer"]["spec"]["template"]["spec"]["volumes"]}
+    assert "model-repository" not in trainer_vols  # no local export directory any more
+
+
+def test_policy_catches_probe_and_replica_mistakes(rendered):
+    bad = copy.deepcopy(load(rendered["prod"]))
+    deps = {d["metadata"]["name"]: d for d in bad if d["kind"] == "Deployment"}
+    gw = deps["gateway"]["spec"]["template"]["spec"]["containers"][0]
+    gw["livenessProbe"] = copy.deepcopy(gw["readinessProbe"])  # liveness = readiness again
+    tr = deps["triton"]["spec"]["template"]["spec"]["containers"][0]
+    tr["livenessProbe"] = {"grpc": {"port": 8001}}
+    deps["triton"]["spec"]["replicas"] = 1
+    deps["trainer"]["spec"]["template"]["spec"]["containers"][0]["env"].append(
+        {"name": "REENACT_TRAINER_TRITON_URL", "value": "triton:8001"})
+    bad = [d for d in bad if not (d["kind"] == "Service" and d["metadata"]["name"] == "triton-headless")]
+    problems = "\n".join(deploycheck.check_policy(bad, "prod"))
+    assert "gateway/gateway: livenessProbe must be a gRPC probe on the service port 50050 with service 'liveness'" \
+        in problems
+    assert "gateway/gateway: livenessProbe and readinessProbe are the same check" in problems
+    assert "triton/triton: livenessProbe must be httpGet /v2/health/live" in problems
+    assert "prod: Triton needs >= 2 replicas, got 1" in problems
+    assert "Deployment/trainer: Triton URL must be dns:///triton-headless:8001" in problems
+    assert "Service/triton-headless" in problems
+
+
 def test_gpu_only_in_prod(rendered):
     for overlay, want in (("dev", set()), ("prod", {"optimizer", "trainer", "triton"})):
         got = {d["metadata"]["name"] for d in load(rendered[overlay]) if d["kind"] == "Deployment"
@@ -159,6 +216,9 @@ def test_env_vars_are_config_fields_and_validate(rendered, overlay, service):
     assert (cfg.port, cfg.metrics_port) == (ports["grpc"], ports["metrics"])
     if service in ("trainer", "optimizer", "gateway"):
         assert cfg.store_url.startswith("s3://")
+    if service in ("trainer", "gateway"):  # the S3 model repository Triton reads (ConfigMap reenact-store)
+        assert cfg.model_repository == env["REENACT_MODEL_REPOSITORY"] and cfg.model_repository.startswith("s3://")
+        assert cfg.triton_url == "dns:///triton-headless:8001"
 
 
 # ---------------------------------------------------------------------------- PromQL name extraction

@@ -1,12 +1,14 @@
-"""End to end: a REAL Prometheus server (the `prometheus` binary) scrapes a running landmarks service and a
-running tritonserver, evaluates the shipped alert/recording rules, and its HTTP API returns the pipeline's
-metrics.
+"""End to end: a REAL Prometheus server (the `prometheus` binary) scrapes every running service (landmarks,
+trainer, optimizer, gateway: `start_local_stack`, each its own process) and a running tritonserver,
+evaluates the shipped alert/recording rules, and its HTTP API returns each service's metrics.
 
 It runs deploy/prometheus/prometheus.yml (the shipped config; targets replaced by loopback ports) with the
 rules of deploy/k8s/base/monitoring/prometheusrule.yaml. Triton is configured the way the Kubernetes
-manifests configure it: model repository on S3 (moto_server here, MinIO/S3 in the cluster) in Triton's
-`s3://http://host:port/bucket/path` form, explicit model control, credentials only from an AWS
-shared-credentials file (AWS_SHARED_CREDENTIALS_FILE, as the Secret mount provides them).
+manifests configure it (the Deployment's own args): model repository on S3 (moto_server here, MinIO/S3 in
+the cluster) in Triton's `s3://http://host:port/bucket/path` form, explicit model control, credentials
+only from an AWS shared-credentials file (AWS_SHARED_CREDENTIALS_FILE, as the Secret mount provides them),
+HTTP only for the liveness probe's /v2/health/live. The four services use that Triton (the gateway is
+SERVING only when Triton is ready).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import yaml
 from deploy_helpers import DEPLOY, ROOT, tool
 from metric_inventory import TRITON_CPU_VERIFIED
 
-from reenact.launcher import Stack, free_port
+from reenact.launcher import free_port, start_local_stack
 
 pytestmark = pytest.mark.slow
 
@@ -108,16 +110,18 @@ def triton(tmp_path, s3_model_repository):
     env = {k: v for k, v in server_env().items() if not k.startswith("AWS_")}
     env.update(AWS_SHARED_CREDENTIALS_FILE=str(creds), AWS_CONFIG_FILE=os.devnull, AWS_DEFAULT_REGION="us-east-1",
                AWS_EC2_METADATA_DISABLED="true")
-    grpc_port, metrics_port = free_port(), free_port()
+    grpc_port, metrics_port, http_port = free_port(), free_port(), free_port()
     # the Deployment's own args (what the image's ENTRYPOINT gets in the cluster), ports made free ones
     dep = yaml.safe_load((DEPLOY / "k8s/base/triton/deployment.yaml").read_text())
-    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert "--model-repository=$(TRITON_MODEL_REPOSITORY)" in args and "--model-control-mode=explicit" in args
-    swap = {"--model-repository=": s3_model_repository, "--grpc-port=": grpc_port, "--metrics-port=": metrics_port}
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    assert "--model-repository=$(REENACT_MODEL_REPOSITORY)" in args and "--model-control-mode=explicit" in args
+    swap = {"--model-repository=": s3_model_repository, "--grpc-port=": grpc_port, "--metrics-port=": metrics_port,
+            "--http-port=": http_port}
     args = [next((k + str(v) for k, v in swap.items() if a.startswith(k)), a) for a in args]
     cmd = [str(install.binary), f"--backend-directory={install.backends}", f"--cache-directory={install.caches}",
-           *args, "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1", "--load-model=echo",
-           f"--backend-config=python,shm-region-prefix-name=deploytest{os.getpid()}_"]
+           *args, "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1", "--http-address=127.0.0.1",
+           "--load-model=echo", f"--backend-config=python,shm-region-prefix-name=deploytest{os.getpid()}_"]
     log = tmp_path / "triton.log"
     proc = subprocess.Popen(cmd, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     try:
@@ -138,24 +142,46 @@ def triton(tmp_path, s3_model_repository):
         x.set_data_from_numpy(np.array([1.0, 2.0], np.float32))
         y = client.infer("echo", [x]).as_numpy("Y")
         assert y.tolist() == [1.0, 2.0]
+        # the liveness/startup probes' endpoint (the Deployment's httpGet path) answers 200
+        live = container["livenessProbe"]["httpGet"]["path"]
+        assert urllib.request.urlopen(f"http://127.0.0.1:{http_port}{live}", timeout=5).status == 200
         yield {"grpc": grpc_port, "metrics": metrics_port}
     finally:
         stop(proc)
 
 
-@pytest.fixture
-def landmarks(tmp_path):
-    with Stack(tmp_path / "stack") as stack:
-        sp = stack.start("landmarks", timeout=120)
-        from reenact.api.landmarks.v1 import landmarks_pb2, landmarks_pb2_grpc
-        from reenact.samples import astronaut
-        from reenact.wire import image_to_proto
+SERVICES = ("landmarks", "trainer", "optimizer", "gateway")
 
-        with grpc.insecure_channel(sp.address) as ch:
-            stub = landmarks_pb2_grpc.LandmarksServiceStub(ch)
-            r = stub.DetectImage(landmarks_pb2.DetectImageRequest(image=image_to_proto(astronaut())), timeout=60)
+
+@pytest.fixture
+def stack(tmp_path, triton):
+    """landmarks, trainer, optimizer and gateway as their own processes on that Triton; one cheap RPC each."""
+    from reenact.api.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+    from reenact.api.landmarks.v1 import landmarks_pb2, landmarks_pb2_grpc
+    from reenact.api.optimizer.v1 import optimizer_pb2, optimizer_pb2_grpc
+    from reenact.api.trainer.v1 import trainer_pb2, trainer_pb2_grpc
+    from reenact.samples import astronaut
+    from reenact.wire import image_to_proto
+
+    st = start_local_stack(tmp_path / "stack", device="cpu", triton=False, triton_url=f"127.0.0.1:{triton['grpc']}",
+                           timeout=120, threads=1)
+    try:
+        with grpc.insecure_channel(st.address("landmarks")) as ch:
+            r = landmarks_pb2_grpc.LandmarksServiceStub(ch).DetectImage(
+                landmarks_pb2.DetectImageRequest(image=image_to_proto(astronaut())), timeout=60)
             assert r.result is not None
-        yield sp
+        with grpc.insecure_channel(st.address("trainer")) as ch:
+            trainer_pb2_grpc.TrainerServiceStub(ch).ListJobs(trainer_pb2.ListJobsRequest(), timeout=30)
+        with grpc.insecure_channel(st.address("gateway")) as ch:
+            gateway_pb2_grpc.ReenactServiceStub(ch).ListPersons(gateway_pb2.ListPersonsRequest(), timeout=30)
+        with grpc.insecure_channel(st.address("optimizer")) as ch:  # a stream without its config: refused
+            with pytest.raises(grpc.RpcError) as err:
+                list(optimizer_pb2_grpc.OptimizerServiceStub(ch).Optimize(
+                    iter([optimizer_pb2.OptimizeRequest()]), timeout=30))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        yield st
+    finally:
+        st.stop()
 
 
 def query(base: str, q: str) -> list[dict]:
@@ -165,14 +191,15 @@ def query(base: str, q: str) -> list[dict]:
     return body["data"]["result"]
 
 
-def test_real_prometheus_scrapes_landmarks_and_triton(tmp_path, landmarks, triton):
+def test_real_prometheus_scrapes_every_service_and_triton(tmp_path, stack, triton):
     # the shipped config with loopback targets, the shipped rules
     rules = {"groups": yaml.safe_load((DEPLOY / "k8s/base/monitoring/prometheusrule.yaml").read_text())["spec"]["groups"]}
     cfg = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
     cfg["global"].update(scrape_interval="1s", evaluation_interval="1s")
     cfg["rule_files"] = [str(tmp_path / "reenact.rules.yaml")]
-    targets = {"landmarks": f"127.0.0.1:{landmarks.metrics_port}", "triton": f"127.0.0.1:{triton['metrics']}"}
-    cfg["scrape_configs"] = [sc for sc in cfg["scrape_configs"] if sc["job_name"] in targets]
+    targets = {name: f"127.0.0.1:{stack.process(name).metrics_port}" for name in SERVICES}
+    targets["triton"] = f"127.0.0.1:{triton['metrics']}"
+    assert {sc["job_name"] for sc in cfg["scrape_configs"]} == set(targets)  # the shipped config has all five
     for sc in cfg["scrape_configs"]:
         sc["static_configs"][0]["targets"] = [targets[sc["job_name"]]]
     for g in rules["groups"]:
@@ -188,15 +215,21 @@ def test_real_prometheus_scrapes_landmarks_and_triton(tmp_path, landmarks, trito
     try:
         wait_http(f"{base}/-/ready", 30, prom)
         deadline = time.monotonic() + 45
-        want = {
-            "landmarks requests": 'reenact_grpc_requests_total{job="landmarks", namespace="reenact", '
-                                  'service="landmarks", method="DetectImage", code="OK"}',
-            "landmarks ready": 'reenact_service_ready{job="landmarks", service="landmarks"} == 1',
-            "landmarks latency": 'reenact_grpc_request_duration_seconds_count{job="landmarks"}',
+        calls = {"landmarks": ("DetectImage", "OK"), "trainer": ("ListJobs", "OK"),
+                 "gateway": ("ListPersons", "OK"), "optimizer": ("Optimize", "INVALID_ARGUMENT")}
+        want = {}
+        for name, (method, code) in calls.items():
+            want[f"{name} requests"] = (f'reenact_grpc_requests_total{{job="{name}", namespace="reenact", '
+                                        f'service="{name}", method="{method}", code="{code}"}}')
+            want[f"{name} ready"] = f'reenact_service_ready{{job="{name}", service="{name}"}} == 1'
+            want[f"{name} latency"] = f'reenact_grpc_request_duration_seconds_count{{job="{name}"}}'
+        want.update({
+            "optimizer queue": 'reenact_optimizer_queue_depth{job="optimizer"}',
+            "trainer jobs": 'count(reenact_trainer_jobs{job="trainer"})',
             "triton up": 'up{job="triton"} == 1',
             "triton inferences": 'nv_inference_request_success{job="triton", model="echo"} >= 1',
-            "recording rule": 'reenact:grpc_requests:rate5m{namespace="reenact", service="landmarks"}',
-        }
+            "recording rule": 'reenact:grpc_requests:rate5m{namespace="reenact", service="gateway"}',
+        })
         got: dict[str, list] = {}
         while time.monotonic() < deadline:
             got = {k: query(base, q) for k, q in want.items()}
@@ -205,7 +238,9 @@ def test_real_prometheus_scrapes_landmarks_and_triton(tmp_path, landmarks, trito
             time.sleep(0.5)
         missing = [k for k, v in got.items() if not v]
         assert not missing, f"no result for {missing} after 45 s; log:\n{(tmp_path / 'prometheus.log').read_text()[-3000:]}"
-        assert float(got["landmarks requests"][0]["value"][1]) >= 1
+        for name in SERVICES:
+            assert float(got[f"{name} requests"][0]["value"][1]) >= 1, name
+        assert {r["metric"]["job"] for r in query(base, 'up == 1')} == set(targets)
 
         # every rule of the PrometheusRule loaded and evaluates without error on real data
         body = json.loads(urllib.request.urlopen(f"{base}/api/v1/rules", timeout=5).read())
