@@ -53,6 +53,9 @@ def _open_input(src: Source):
     if not container.streams.video:
         container.close()
         raise VideoError("the file has no video stream")
+    if container.streams.video[0].codec_context is None:  # a stream whose codec FFmpeg does not know
+        container.close()
+        raise VideoError("the video stream's codec is unknown or unsupported")
     return container
 
 

@@ -93,8 +93,12 @@ def image_from_proto(msg: types_pb2.Image, *, field: str = "image", min_side: in
         raise InvalidInputError.for_field(f"{field}.encoding", "unspecified or unknown image encoding")
     if not msg.data:
         raise InvalidInputError.for_field(f"{field}.data", "empty image")
+    # The declared size is read from the header first, so a decompression bomb (a tiny PNG of zeros that
+    # declares 30000x30000) is refused before anything is allocated; bytes of another format than the
+    # declared encoding are refused too (cv2.imdecode would decode any format it knows).
+    declared = _declared_size(msg.encoding, msg.data, field)
+    _check_size(field, declared[0], declared[1], min_side, max_side)
     buf = np.frombuffer(msg.data, np.uint8)
-    # Read the header size first so a decompression bomb is refused before decoding.
     bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if bgr is None:
         raise InvalidInputError.for_field(f"{field}.data", "corrupt or unsupported image bytes")
@@ -103,6 +107,36 @@ def image_from_proto(msg: types_pb2.Image, *, field: str = "image", min_side: in
     if (msg.width and msg.width != w) or (msg.height and msg.height != h):
         raise InvalidInputError.for_field(field, f"declared {msg.width}x{msg.height}, decoded {w}x{h}")
     return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _declared_size(encoding: int, data: bytes, field: str) -> tuple[int, int]:
+    """(width, height) from a PNG IHDR or a JPEG SOF header; INVALID_ARGUMENT when there is none."""
+    if encoding == types_pb2.IMAGE_ENCODING_PNG:
+        if data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR" or len(data) < 24:
+            raise InvalidInputError.for_field(f"{field}.data", "not a PNG image")
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] != b"\xff\xd8":
+        raise InvalidInputError.for_field(f"{field}.data", "not a JPEG image")
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD8:  # fill byte, standalone markers
+            i += 1 if marker == 0xFF else 2
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker in _JPEG_SOF and i + 9 <= n:
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        if marker == 0xDA or length < 2:  # scan data before any frame header, or a broken segment
+            break
+        i += 2 + length
+    raise InvalidInputError.for_field(f"{field}.data", "corrupt JPEG image (no frame header)")
 
 
 def _check_size(field: str, w: int, h: int, lo: int, hi: int) -> None:

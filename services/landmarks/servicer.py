@@ -47,6 +47,9 @@ def result_to_proto(r: TrackResult, encoding: int) -> landmarks_pb2.FaceResult:
     return out
 
 
+MAX_SIGMA = 30.0  # frames of temporal smoothing; the tracker buffers ceil(3 sigma) frames of look-ahead
+
+
 def _crop_size(value: int, default: int, field: str) -> int:
     size = value or default
     if not (16 <= size <= 1024):
@@ -65,6 +68,9 @@ class LandmarksServicer(landmarks_pb2_grpc.LandmarksServiceServicer):
         cfg = first.config
         size = _crop_size(cfg.crop_size, self.config.default_crop_size, "config.crop_size")
         sigma = self.config.default_sigma if cfg.smoothing_sigma == 0 else max(cfg.smoothing_sigma, 0.0)
+        if not (0.0 <= sigma <= MAX_SIGMA):  # also NaN; the look-ahead buffer is 3 sigma frames
+            raise InvalidInputError.for_field("config.smoothing_sigma",
+                                              f"{cfg.smoothing_sigma} outside 0..{MAX_SIGMA:g} frames (negative = off)")
         encoding = cfg.crop_encoding or types_pb2.IMAGE_ENCODING_RGB8
         if encoding not in (types_pb2.IMAGE_ENCODING_RGB8, types_pb2.IMAGE_ENCODING_PNG,
                             types_pb2.IMAGE_ENCODING_JPEG):
