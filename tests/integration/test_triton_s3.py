@@ -171,3 +171,28 @@ def test_05_delete_unloads_everywhere_and_removes_from_s3(env, both_replicas):
             assert not r.is_model_ready(PERSON)
             with pytest.raises(ModelNotFoundError):
                 r.render(PERSON, env["ws"])  # load on first use finds nothing to load
+
+
+def test_06_trainer_exporter_publishes_to_s3_and_loads_on_every_replica(env, tmp_path):
+    """The trainer's own export step (reenact/enroll/job.py make_exporter) with the Kubernetes settings:
+    model_repository = the S3 URL Triton reads, triton_url = several replicas."""
+    from reenact.enroll.job import make_exporter
+    from reenact.store import LocalStore, PersonRepository
+    from services.trainer.config import TrainerConfig
+
+    store = LocalStore(tmp_path / "store")
+    with PersonRepository(store).begin_version("trainee") as w:
+        w.put_file("generator.pt", env["ckpts"][1])
+        version = w.commit({}).version
+    cfg = TrainerConfig(model_repository=env["url"], device="cpu",
+                        triton_url=f"ipv4:127.0.0.1:{env['port']},127.0.0.2:{env['port']}")
+    cfg.validate()
+    make_exporter(store, cfg)("trainee", version, "generator.pt")
+    assert list_generator_models(env["url"]) == ["trainee"]
+    assert f'"person_version" value: {{ string_value: "{version}" }}' in env["store"].get_bytes(
+        "gen_trainee/config.pbtxt").decode()
+    want = local_render(env["Gs"][1], env["ws"])
+    for i in (0, 1):
+        with TritonRenderer(env["servers"][i].grpc_url, load_on_demand=False) as r:
+            assert r.is_model_ready("trainee"), f"replica {i} did not load the published model"
+            assert close_uint8(r.render("trainee", env["ws"]), want)
