@@ -19,10 +19,10 @@ from reenact.errors import CancelledError
 
 log = logging.getLogger("reenact.enroll")
 
-STAGES = ("align", "select", "base", "anchors", "tune", "evaluate", "export")
+STAGES = ("align", "select", "base", "anchors", "tune", "evaluate", "init", "export")
 # Rough share of the total time per stage, for the overall fraction and ETA.
-_WEIGHTS = {"align": 0.05, "select": 0.02, "base": 0.5, "anchors": 0.03, "tune": 0.25, "evaluate": 0.12,
-            "export": 0.03}
+_WEIGHTS = {"align": 0.05, "select": 0.02, "base": 0.5, "anchors": 0.03, "tune": 0.25, "evaluate": 0.10,
+            "init": 0.02, "export": 0.03}
 
 
 class StageProgress:
@@ -131,14 +131,34 @@ def run_enrollment(scan_path: str, *, person_id: str, profile: Profile, repo, ck
         G, anchor_w, images, images_all[local_heldout], profile, perceptual=perceptual, should_stop=stop,
         progress=lambda s, n, t: progress("evaluate", s, n, t))
     metrics["perceptual_backbone_is_lpips"] = float(perceptual.backbone == "lpips-alex")
+    initializer = _train_initializer(G, anchor_w, aligned.points[anchors], profile, dev, progress, stop, metrics)
     progress("export", 0, 1)
     version = _write_version(repo, person_id, G, anchor_w, aligned, anchors, heldout, profile, metrics,
-                             report, perceptual.backbone)
+                             report, perceptual.backbone, initializer)
     if export is not None:
         export(person_id, version, "generator.pt")
     ckpt.clear()
     progress("export", 1, 1, message=f"person {person_id} v{version} ready")
     return EnrollResult(version, metrics, report, [int(a) for a in anchors])
+
+
+def _train_initializer(G, anchor_w, anchor_points: np.ndarray, profile: Profile, dev, progress, stop,
+                       metrics: dict) -> bytes | None:
+    """Stage 'init': the amortized initializer (keypoints -> P+ start), serialized; None when disabled."""
+    if profile.init_steps <= 0:
+        progress("init", 1, 1, message="no amortized initializer (profile init_steps 0)")
+        return None
+    from reenact.optimize.amortized import describe, train_regressor
+    from reenact.optimize.engine import landmark_net
+
+    model, stats = train_regressor(
+        G, landmark_net(str(dev)), anchor_w.detach().float(), torch.from_numpy(np.asarray(anchor_points)).to(dev),
+        samples=profile.init_samples, steps=profile.init_steps, seed=profile.seed, should_stop=stop,
+        progress=lambda s, n: progress("init", s, n))
+    metrics.update({"init_heldout_w_error": stats.heldout_w_error, "init_nearest_w_error": stats.nearest_w_error,
+                    "init_seconds": stats.seconds})
+    progress("init", profile.init_steps, profile.init_steps, message=describe(stats))
+    return model.to_bytes(stats.as_dict())
 
 
 def _profile_for_base(profile: Profile, base_checkpoint: str) -> Profile:
@@ -175,7 +195,7 @@ def _base_and_anchors(images, profile, perceptual, progress, stop, ckpt, base_ch
 
 
 def _write_version(repo, person_id, G, anchor_w, aligned, anchors, heldout, profile: Profile, metrics,
-                   report, backbone) -> int:
+                   report, backbone, initializer: bytes | None = None) -> int:
     from reenact.models.checkpoint import save_generator
 
     meta = {"profile": profile.as_dict(), "resolution": profile.resolution, "num_anchors": len(anchors),
@@ -194,6 +214,10 @@ def _write_version(repo, person_id, G, anchor_w, aligned, anchors, heldout, prof
                     "mouth_open": torch.from_numpy(aligned.mouth_open[anchors]),
                     "eye_open": torch.from_numpy(aligned.eye_open[anchors])}, buf)
         writer.put_bytes("anchors.pt", buf.getvalue())
+        if initializer is not None:
+            from reenact.optimize.amortized import FILE_NAME
+
+            writer.put_bytes(FILE_NAME, initializer)
         version = writer.commit(meta)
     if isinstance(version, int):
         return version

@@ -34,6 +34,8 @@ class Profile:
     eval_lr: float
     p0_samples: int            # random convex mixes of anchors for the identity check
     seed: int = 0
+    init_samples: int = 0      # rendered samples for the amortized initializer (reenact.optimize.amortized)
+    init_steps: int = 0        # its training steps; 0: no initializer (reenactment then starts from anchors)
 
     def override(self, **kw) -> Profile:
         return dataclasses.replace(self, **{k: v for k, v in kw.items() if v})
@@ -48,13 +50,14 @@ PROFILES: dict[str, Profile] = {
         name="cpu-quick", resolution=32, channel_max=64, channel_base=2048, w_dim=64, mapping_layers=2,
         num_anchors=16, num_heldout=4, min_frames=12, base_steps=1000, base_batch=8, base_lr=1e-2,
         code_lr=3e-2, base_perceptual=0.0, project_steps=100, tune_steps=200, tune_batch=8,
-        tune_lr=3e-4, eval_steps=60, eval_lr=5e-3, p0_samples=16),
+        tune_lr=3e-4, eval_steps=60, eval_lr=5e-3, p0_samples=16, init_samples=128, init_steps=300),
     # One GPU: 256 px (1024 px when a 1024 base checkpoint is given).
     "gpu": Profile(
         name="gpu", resolution=256, channel_max=256, channel_base=16384, w_dim=512, mapping_layers=8,
         num_anchors=100, num_heldout=16, min_frames=40, base_steps=3000, base_batch=16, base_lr=4e-3,
         code_lr=2e-2, base_perceptual=0.0, project_steps=450, tune_steps=600,
-        tune_batch=16, tune_lr=3e-4, eval_steps=200, eval_lr=5e-3, p0_samples=200),
+        tune_batch=16, tune_lr=3e-4, eval_steps=200, eval_lr=5e-3, p0_samples=200, init_samples=2048,
+        init_steps=1500),
 }
 
 

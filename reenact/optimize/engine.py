@@ -6,9 +6,12 @@ Per driving frame t the engine finds a point (alpha_t, delta_t) of the person's 
 
 (reenact.optimize.losses). Streaming: `push(target)` buffers frames; keypoints are Gaussian smoothed over
 time (sigma `keypoint_sigma` frames, look-ahead ceil(3 sigma)), then frames are optimized `window` at a
-time as one batch (PPlus batch_size = window). The first frame starts from the anchor whose keypoints
-are closest (per-part normalized) and gets `first_frame_steps`; every later window starts each of its
-frames from the last finished frame and gets `steps`. A window stops early when the relative change of
+time as one batch (PPlus batch_size = window). init 'anchor': the first frame starts from the anchor whose
+keypoints are closest (per-part normalized) and gets `first_frame_steps`; every later window starts each
+of its frames from the better of the last finished frame and its own nearest anchor, and gets `steps`.
+init 'regressor' (the default 'auto' when the person was enrolled with an amortized initializer,
+reenact.optimize.amortized): every frame, the first included, starts from the better of the warm start
+and the initializer's prediction for its keypoints and gets `steps` (no long first-frame optimization). A window stops early when the relative change of
 its summed loss falls below `tolerance`. Each frame keeps the best point it visited. A frame without a
 face repeats the previous frame's latent (steps 0). Results come back in index order, about
 ceil(3 sigma) + window frames after their target was pushed; `flush()` returns the rest.
@@ -29,14 +32,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from reenact.errors import CancelledError, InvalidInputError
+from reenact.errors import CancelledError, InvalidInputError, PreconditionError
 from reenact.models import pplus as pp
 
 from . import losses
 from .keypoints import NUM_POINTS, SUBSETS, KeypointSmoother, get_subset, keypoint_error, scale_keypoints
 from .person import PersonModel
 
-INITS = ("anchor", "uniform", "random")
+INITS = ("auto", "anchor", "regressor", "uniform", "random")
 LOSS_NAMES = ("keypoint", "mouth", "eye", "delta", "sum", "total")
 MAX_STEPS = 100_000
 MAX_WINDOW = 1024
@@ -63,7 +66,8 @@ class OptimizerOptions:
     keypoint_subset: str = "default"
     keypoint_sigma: float = 2.0
     seed: int = 0
-    init: str = "anchor"
+    # "auto": "regressor" when the person version carries an amortized initializer, else "anchor".
+    init: str = "auto"
 
     def override(self, **kw) -> OptimizerOptions:
         """A copy with the given fields; 0 / empty values mean 'unset' (proto defaults) and are ignored."""
@@ -200,8 +204,19 @@ class ReenactmentOptimizer:
         self._last_index: int | None = None
         self._previous: tuple[torch.Tensor, torch.Tensor] | None = None  # (alpha [N], delta [num_ws, N])
         self._last_result: FrameResult | None = None
-        self.stats = {"anchor_starts": 0, "warm_starts": 0}
+        self.init = self._init_mode(options.init, person)
+        self.stats = {"anchor_starts": 0, "warm_starts": 0, "regressor_starts": 0}
         self.trace: list[list[dict]] | None = None  # set to [] to record each window's mean terms per step
+
+    @staticmethod
+    def _init_mode(init: str, person: PersonModel) -> str:
+        if init == "auto":
+            return "regressor" if person.initializer is not None else "anchor"
+        if init == "regressor" and person.initializer is None:
+            raise PreconditionError(f"person {person.person_id!r} v{person.version} has no amortized initializer "
+                                    "(enrolled before it existed): re-enroll, or use init 'anchor'",
+                                    reason="NO_INITIALIZER")
+        return init
 
     @property
     def latency(self) -> int:
@@ -241,7 +256,7 @@ class ReenactmentOptimizer:
     def _run_window(self, frames: list[_Frame]) -> list[FrameResult]:
         faces = [f for f in frames if f.smoothed is not None]
         done: dict[int, FrameResult] = {}
-        if faces and self._previous is None:
+        if faces and self._previous is None and self.init != "regressor":
             first = faces.pop(0)
             alpha, delta = self._initial_point(first.smoothed)
             done.update(self._optimize([first], alpha, delta, self.options.first_frame_steps))
@@ -258,31 +273,45 @@ class ReenactmentOptimizer:
 
     @torch.no_grad()
     def _window_start(self, frames: list[_Frame], batch: _Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per frame of a window, the better (lower total loss on this frame's target) of two starts: the
-        previous frame's result (the warm start) and the frame's own nearest anchor (init='anchor' only).
+        """Per frame of a window, the best (lowest total loss on this frame's target) of its candidate starts:
+        the previous frame's result (the warm start, once there is one), the frame's own nearest anchor
+        (init 'anchor') and the amortized initializer's prediction (init 'regressor').
 
         A warm start alone drags a window behind a fast motion (every frame of it starts where the last
-        window ended); the nearest anchor alone forgets the fine fit. One batched forward decides."""
+        window ended); a fresh start alone forgets the fine fit. One batched forward decides."""
         b, n = len(frames), self.anchors.shape[0]
-        prev_alpha, prev_delta = self._previous
-        alpha = prev_alpha.expand(b, -1).clone()
-        delta = prev_delta.expand(b, -1, -1).clone()
-        if self.options.init != "anchor":
-            return alpha, delta
-        idx = self.nearest_anchors(np.stack([f.smoothed for f in frames]))
-        anchor_alpha = pp.init_alpha(n, index=idx.cpu(), batch_size=b).to(self.device)
-        both_alpha = torch.cat([alpha, anchor_alpha])
-        both_delta = torch.cat([delta, torch.zeros_like(delta)])
-        point = pp.PPlus(self.anchors, self.num_ws, batch_size=2 * b, beta=self.options.beta)
-        point.set_point(both_alpha, both_delta)
-        batch2 = _Batch(*(None if t is None else torch.cat([t, t]) for t in
-                          (batch.targets, batch.pixels, batch.mouth, batch.eye)))
-        total = self._terms(point, batch2)[0]["total"]
-        use_anchor = total[b:] < total[:b]
-        self.stats["anchor_starts"] += int(use_anchor.sum())
-        self.stats["warm_starts"] += int((~use_anchor).sum())
-        alpha = torch.where(use_anchor[:, None], anchor_alpha, alpha)
-        delta = torch.where(use_anchor[:, None, None], torch.zeros_like(delta), delta)
+        zeros = torch.zeros(b, self.num_ws, n, device=self.device)
+        names, alphas, deltas = [], [], []
+        if self._previous is not None:
+            prev_alpha, prev_delta = self._previous
+            names.append("warm_starts")
+            alphas.append(prev_alpha.expand(b, -1).clone())
+            deltas.append(prev_delta.expand(b, -1, -1).clone())
+            if self.init not in ("anchor", "regressor"):
+                return alphas[0], deltas[0]
+        points = np.stack([f.smoothed for f in frames])
+        if self.init == "regressor":
+            names.append("regressor_starts")
+            alphas.append(self.person.initializer(torch.as_tensor(points, dtype=torch.float32, device=self.device)))
+            deltas.append(zeros)
+        if self.init == "anchor":
+            names.append("anchor_starts")
+            alphas.append(pp.init_alpha(n, index=self.nearest_anchors(points).cpu(), batch_size=b).to(self.device))
+            deltas.append(zeros)
+        if len(alphas) == 1:
+            self.stats[names[0]] += b
+            return alphas[0], deltas[0]
+        k = len(alphas)
+        point = pp.PPlus(self.anchors, self.num_ws, batch_size=k * b, beta=self.options.beta)
+        point.set_point(torch.cat(alphas), torch.cat(deltas))
+        batch_k = _Batch(*(None if t is None else torch.cat([t] * k) for t in
+                           (batch.targets, batch.pixels, batch.mouth, batch.eye)))
+        choice = self._terms(point, batch_k)[0]["total"].reshape(k, b).argmin(0)  # [b]
+        for j, name in enumerate(names):
+            self.stats[name] += int((choice == j).sum())
+        rows = torch.arange(b, device=self.device)
+        alpha = torch.stack(alphas)[choice, rows]
+        delta = torch.stack(deltas)[choice, rows]
         return alpha, delta
 
     def _repeat(self, index: int) -> FrameResult:
@@ -297,9 +326,9 @@ class ReenactmentOptimizer:
 
     def _initial_point(self, points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         n = self.anchors.shape[0]
-        if self.options.init == "anchor":
+        if self.init == "anchor":
             alpha = pp.init_alpha(n, index=self.nearest_anchor(points))
-        elif self.options.init == "uniform":
+        elif self.init == "uniform":
             alpha = pp.init_alpha(n)
         else:
             alpha = _dirichlet(n, torch.Generator().manual_seed(self.options.seed))

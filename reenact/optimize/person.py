@@ -20,6 +20,7 @@ class PersonModel:
     anchor_w: torch.Tensor       # [N, w_dim]
     anchor_points: torch.Tensor  # [N, 478, 3] MediaPipe points of the anchor frames, aligned-crop pixels at R
     resolution: int
+    initializer: torch.nn.Module | None = None  # amortized init (reenact.optimize.amortized), when enrolled with one
 
     @classmethod
     def load(cls, repo, person_id: str, version: int | None = None, device="cpu") -> PersonModel:
@@ -43,7 +44,15 @@ class PersonModel:
             G = load_generator(path, device=device)
         finally:
             os.unlink(path)
-        return cls.from_parts(person_id, int(version), G, anchors["anchor_w"], anchors["anchor_points"], device)
+        person = cls.from_parts(person_id, int(version), G, anchors["anchor_w"], anchors["anchor_points"], device)
+        from reenact.optimize.amortized import FILE_NAME, KeypointRegressor
+
+        if FILE_NAME in repo.manifest(person_id, int(version)).files:
+            person.initializer = KeypointRegressor.from_bytes(repo.read(person_id, version, FILE_NAME), device)
+            if person.initializer.num_anchors != person.anchor_w.shape[0]:
+                raise ValueError(f"{FILE_NAME} of {person_id} v{version} predicts {person.initializer.num_anchors} "
+                                 f"anchors, the version has {person.anchor_w.shape[0]}")
+        return person
 
     @classmethod
     def from_parts(cls, person_id: str, version: int, G, anchor_w, anchor_points, device="cpu") -> PersonModel:
@@ -57,4 +66,6 @@ class PersonModel:
 
     def nbytes(self) -> int:
         tensors = [*self.G.parameters(), *self.G.buffers(), self.anchor_w, self.anchor_points]
+        if self.initializer is not None:
+            tensors += [*self.initializer.parameters(), *self.initializer.buffers()]
         return int(sum(t.numel() * t.element_size() for t in tensors))

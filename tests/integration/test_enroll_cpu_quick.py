@@ -65,7 +65,7 @@ def test_enrollment_commits_a_person_version(enrolled):
     assert {"generator.pt", "anchors.pt"} <= set(man.files)
     assert man.metadata["perceptual_backbone"] == "mobilenetv2-lpips"
     assert len(man.metadata["anchor_frames"]) == 16
-    assert rec.stages() == ["align", "select", "base", "anchors", "tune", "evaluate", "export"]
+    assert rec.stages() == ["align", "select", "base", "anchors", "tune", "evaluate", "init", "export"]
     fractions = [e["fraction"] for e in rec.events]
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
     assert not store.list("jobs/j1/ckpt")  # training checkpoints are removed on success

@@ -20,6 +20,7 @@ import torch
 from reenact.enroll.pipeline import Checkpoints, StageProgress, run_enrollment
 from reenact.enroll.profiles import get_profile
 from reenact.fixtures import load_face, make_schedule, render_selfscan, write_selfscan
+from reenact.models import pplus as pp
 from reenact.optimize import (
     OptimizerOptions,
     PersonModel,
@@ -72,16 +73,21 @@ def landmarks_of(person: PersonModel, ws: torch.Tensor) -> torch.Tensor:
         return losses.generated_keypoints(landmark_net("cpu"), images, affine)
 
 
+def driving_targets(person, crops):
+    r = person.resolution
+    with torch.no_grad():
+        seen = losses.generated_keypoints(landmark_net("cpu"), torch.stack([losses.crop_to_tensor(c, r) for c in crops]),
+                                          losses.face_affine(r))
+    return seen, [Target(i, (seen[i].numpy() * (CROP / r)).astype(np.float32), CROP, crops[i])
+                  for i in range(len(crops))]
+
+
 def test_optimized_frames_beat_the_nearest_and_a_random_anchor(person, driving):
     crops, exact = driving
     r = person.resolution
     subset = get_subset("default")
-    with torch.no_grad():
-        seen = losses.generated_keypoints(landmark_net("cpu"), torch.stack([losses.crop_to_tensor(c, r) for c in crops]),
-                                          losses.face_affine(r))
-    targets = [Target(i, (seen[i].numpy() * (CROP / r)).astype(np.float32), CROP, crops[i])
-               for i in range(len(crops))]
-    options = OptimizerOptions(first_frame_steps=100, steps=30, window=8, learning_rate=3e-2)
+    seen, targets = driving_targets(person, crops)
+    options = OptimizerOptions(first_frame_steps=100, steps=30, window=8, learning_rate=3e-2, init="anchor")
     opt = ReenactmentOptimizer(person, options)
     results = [res for t in targets for res in opt.push(t)] + opt.flush()
     assert [res.index for res in results] == list(range(len(crops)))
@@ -106,3 +112,36 @@ def test_optimized_frames_beat_the_nearest_and_a_random_anchor(person, driving):
           f"{np.mean([res.keypoint_error for res in results]):.4f}")
     assert errors["optimized"] < 0.9 * errors["nearest anchor"]
     assert errors["optimized"] < 0.7 * errors["random anchor"]
+
+
+def test_amortized_init_is_stored_and_reaches_the_full_optimization_in_fewer_steps(person, driving):
+    """Issue 7: enrollment stores a keypoints -> P+ regressor; its prediction alone beats the nearest
+    anchor, and prediction + 30 steps per frame (no 100-step first frame) is within 10% of the
+    nearest-anchor engine with a 100-step first frame."""
+    crops, _ = driving
+    assert person.initializer is not None
+    seen, targets = driving_targets(person, crops)
+    subset = get_subset("default")
+    num_ws = person.G.num_ws
+
+    def error(ws: torch.Tensor) -> float:
+        return float(keypoint_error(landmarks_of(person, ws), seen, subset).mean())
+
+    def run(**kw) -> tuple[float, list[int]]:
+        opt = ReenactmentOptimizer(person, OptimizerOptions(window=8, learning_rate=3e-2, **kw))
+        results = [res for t in targets for res in opt.push(t)] + opt.flush()
+        return error(torch.from_numpy(np.stack([res.ws for res in results]))), [res.steps for res in results]
+
+    nearest = [ReenactmentOptimizer(person, OptimizerOptions(init="anchor")).nearest_anchor(p.numpy()) for p in seen]
+    e_nearest = error(person.anchor_w[nearest][:, None].expand(-1, num_ws, -1))
+    with torch.no_grad():
+        alpha = person.initializer(seen)
+        e_pred = error(pp.combine(pp.coefficients(alpha, torch.zeros(len(seen), num_ws, alpha.shape[1])),
+                                  person.anchor_w))
+    e_full, _ = run(init="anchor", first_frame_steps=100, steps=30)
+    e_amortized, steps = run(steps=30)  # init 'auto' -> 'regressor' for this person
+    print(f"\nnearest anchor {e_nearest:.4f}, prediction alone {e_pred:.4f}, anchor engine (100 + 30 steps) "
+          f"{e_full:.4f}, amortized + 30 steps {e_amortized:.4f}")
+    assert max(steps) <= 30
+    assert e_pred < e_nearest
+    assert e_amortized <= 1.1 * e_full
