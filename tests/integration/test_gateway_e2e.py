@@ -365,6 +365,26 @@ def test_client_cancel_stops_the_optimizer(stack, stub, store, driving):
     assert reenactment_keys(store, started.reenactment_id) == []
 
 
+def test_short_client_deadline_frees_the_optimizer(stack, stub, store, enrolled, driving):
+    """A Reenact whose client deadline passes mid-stream: DEADLINE_EXCEEDED for the client, the optimizer's
+    stream ends (the gateway cancels it, and its own deadline was the client's), nothing is stored."""
+    frames, fps = driving
+    url = f"http://127.0.0.1:{stack.process('optimizer').metrics_port}/metrics"
+    stop = threading.Event()
+    call = stub.Reenact(slow_requests(frames, fps, stop), timeout=20)
+    try:
+        started = next(call).started
+        err = rpc_error(lambda: list(call))
+    finally:
+        stop.set()
+    assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    deadline = time.monotonic() + 20
+    while metric(url, "reenact_optimizer_active_streams") > 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert metric(url, "reenact_optimizer_active_streams") == 0
+    assert reenactment_keys(store, started.reenactment_id) == []
+
+
 def test_optimizer_killed_mid_stream(stack, stub, store, driving):
     frames, fps = driving
     stop = threading.Event()
