@@ -24,6 +24,7 @@ driving frame without a face repeats the previous output, and counts):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -87,15 +88,41 @@ def enroll_from_bundle(bundle: Bundle, out_dir: Path, profile_name: str, overrid
     repo = PersonRepository(LocalStore(out_dir / "store"))
     sync(device)
     t0 = time.perf_counter()
-    result = run_enrollment("", person_id=person_id, profile=profile, repo=repo,
-                            ckpt=Checkpoints(repo.store, "jobs/eval/ckpt/"), progress=StageProgress(lambda **kw: None),
-                            should_stop=lambda: False, device=device, checkpoint_every_s=1e9, aligned=aligned)
+    with bundle_landmark_net(bundle):
+        result = run_enrollment("", person_id=person_id, profile=profile, repo=repo,
+                                ckpt=Checkpoints(repo.store, "jobs/eval/ckpt/"),
+                                progress=StageProgress(lambda **kw: None), should_stop=lambda: False, device=device,
+                                checkpoint_every_s=1e9, aligned=aligned)
     sync(device)
     seconds = time.perf_counter() - t0
     loaded = load_person(f"file://{(out_dir / 'store').resolve()}", person_id, device)
     loaded.enroll_seconds = seconds
     loaded.source = f"enrolled here ({profile.name}, v{result.person_version})"
     return loaded
+
+
+@contextlib.contextmanager
+def bundle_landmark_net(bundle: Bundle):
+    """While active, reenact.optimize's `landmark_net(device)` returns the bundle's pickled network, so code
+    that builds it from the installed mediapipe (e.g. an enrollment stage) runs where mediapipe is absent."""
+    from reenact.optimize import engine
+
+    nets: dict[str, torch.nn.Module] = {}
+
+    def from_bundle(device: str = "cpu"):
+        if str(device) not in nets:
+            nets[str(device)] = bundle.landmark_net(str(device))
+        return nets[str(device)]
+
+    saved = engine.landmark_net
+    import reenact.optimize as optimize_pkg
+
+    saved_pkg = optimize_pkg.landmark_net
+    engine.landmark_net = optimize_pkg.landmark_net = from_bundle
+    try:
+        yield
+    finally:
+        engine.landmark_net, optimize_pkg.landmark_net = saved, saved_pkg
 
 
 def load_person(store_url: str, person_id: str, device: str, version: int | None = None) -> LoadedPerson:
@@ -333,7 +360,6 @@ def produce(bundle_path: str | Path, out_dir: str | Path, *, methods=METHODS, de
             profile_overrides: dict | None = None, paper_steps: int = 200, ours_overrides: dict | None = None,
             enroll_seconds: float | None = None, log=print) -> dict:
     """Run every method; write out_dir/<method>.npz (frames + per-frame data) and out_dir/produce.json."""
-    from reenact.optimize import OptimizerOptions
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -342,6 +368,15 @@ def produce(bundle_path: str | Path, out_dir: str | Path, *, methods=METHODS, de
     out_dir.mkdir(parents=True, exist_ok=True)
     bundle = Bundle(bundle_path)
     torch.manual_seed(0)
+    with bundle_landmark_net(bundle):  # nothing in produce builds the network from mediapipe
+        return _produce(bundle, bundle_path, out_dir, methods, device, store, person_id, profile, profile_overrides,
+                        paper_steps, ours_overrides, enroll_seconds, log)
+
+
+def _produce(bundle, bundle_path, out_dir, methods, device, store, person_id, profile, profile_overrides,
+             paper_steps, ours_overrides, enroll_seconds, log) -> dict:
+    from reenact.optimize import OptimizerOptions
+
     if store and person_id:
         person = load_person(store, person_id, device)
         if enroll_seconds is not None:  # enrolled earlier by the caller (suite: once for both protocols)
