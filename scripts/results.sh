@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Regenerate the tables of docs/RESULTS.md with one command (issue 6's evaluation suite: both protocols x
+# the four methods). Usage:
+#   bash scripts/results.sh cpu            # CPU profile, everything here (about 10 min on 2 cores)
+#   bash scripts/results.sh gpu-prepare    # CPU machine: bundles for the GPU profile (MediaPipe)
+#   bash scripts/results.sh gpu-produce    # GPU machine: enrollment + the four methods (torch only)
+#   bash scripts/results.sh gpu-score      # CPU machine: metrics, results.md, report.html (MediaPipe, dlib)
+# Output: $OUT (default runs/results-<profile>)/results.md, {self,cross}/results.json and report.html.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-cpu}
+if [ -x .venv/bin/python ]; then PY=${PYTHON:-.venv/bin/python}; else PY=${PYTHON:-python3}; fi
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
+suite() { "$PY" -m reenact.evaluation suite "$@"; }
+case "$what" in
+  cpu)
+    OUT=${OUT:-runs/results-cpu}
+    suite --out "$OUT" --profile cpu-quick --device cpu --frames 30 --crop-size 128 --paper-steps 100 ;;
+  gpu-prepare)
+    OUT=${OUT:-runs/results-gpu}
+    suite --out "$OUT" --phase prepare --profile gpu --frames 32 --crop-size 256 ;;
+  gpu-produce)
+    # Needs torch (CUDA), numpy, opencv and this repository; the MobileNetV2 weights of the perceptual
+    # distance ($REENACT_WEIGHTS_DIR or .cache/weights, from `python -m reenact.perceptual --fetch`).
+    OUT=${OUT:-runs/results-gpu}
+    suite --out "$OUT" --phase produce --profile gpu --device cuda --frames 32 --crop-size 256 --paper-steps 200 ;;
+  gpu-score)
+    OUT=${OUT:-runs/results-gpu}
+    suite --out "$OUT" --phase score --profile gpu --frames 32 --crop-size 256 ;;
+  *) echo "usage: $0 cpu|gpu-prepare|gpu-produce|gpu-score" >&2; exit 2 ;;
+esac
