@@ -421,7 +421,22 @@ def _produce(bundle, bundle_path, out_dir, methods, device, store, person_id, pr
         log(f"  {name}: {res['seconds']:.1f} s, {entry['fps']:.2f} frames/s")
     from reenact.evaluation.metrics import nan_to_none
 
+    info = _merge_previous(out_dir / "produce.json", info)
     (out_dir / "produce.json").write_text(json.dumps(nan_to_none(info), indent=1))
+    return info
+
+
+def _merge_previous(path: Path, info: dict) -> dict:
+    """Methods produced earlier into the same folder for the same bundle and person are kept (a subset of
+    methods can be run per call), and so is the enrollment time measured by the call that enrolled."""
+    if not path.exists():
+        return info
+    old = json.loads(path.read_text())
+    if old.get("bundle") != info["bundle"] or old.get("resolution") != info["resolution"]:
+        return info
+    info["methods"] = {**old.get("methods", {}), **info["methods"]}
+    if (info.get("enroll_seconds") is None or not np.isfinite(info["enroll_seconds"])) and old.get("enroll_seconds"):
+        info["enroll_seconds"] = old["enroll_seconds"]
     return info
 
 

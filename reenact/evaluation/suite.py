@@ -115,7 +115,7 @@ def run_suite(ns) -> dict:
 
         t0 = time.perf_counter()
         for proto in PROTOCOLS:
-            results[proto] = score(out / proto)
+            results[proto] = score(out / proto, bundle_path=out / proto / "bundle.npz")
         timings["score_seconds"] = time.perf_counter() - t0
         write_markdown(out / "results.md", results, ns, timings)
         print((out / "results.md").read_text())
