@@ -8,7 +8,8 @@ demo and the end-to-end tests.
 nvidia-pytriton wheel, `python -m reenact.tritonserve`), landmarks, trainer, optimizer and gateway, with a
 local artifact store and a Triton model repository under `workdir`, and returns once the gateway is
 SERVING (which it is only when all its peers and Triton are). `LocalStack.stop()` stops them in reverse
-order (SIGTERM, drain, then SIGKILL after a timeout). `write_state` / `read_state` / `stop_from_state`
+order (SIGTERM, drain, then SIGKILL after a timeout); `LocalStack.kill(name)` / `LocalStack.restart(name)`
+crash and restart one process on its own ports (fault tests). `write_state` / `read_state` / `stop_from_state`
 let another process (`reenact down`) stop a stack started with `detach=True` (`reenact up --detach`).
 """
 
@@ -225,6 +226,8 @@ class LocalStack:
     triton_url: str
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
+    env: dict[str, str] = field(default_factory=dict)   # the extra environment every process was started with
+    detach: bool = False
 
     def address(self, name: str) -> str:
         """gRPC address (host:port) of a service: 'gateway', 'landmarks', 'trainer', 'optimizer' or 'triton'."""
@@ -242,6 +245,54 @@ class LocalStack:
 
     def process(self, name: str) -> ServiceProcess:
         return self.processes[name]
+
+    def kill(self, name: str, sig: int = signal.SIGKILL, timeout: float = 30.0) -> int | None:
+        """Send `sig` to one process (default SIGKILL: a crash, no drain) and reap it; returns its exit code
+        (None if it is still running after `timeout` s, e.g. after a signal it handles).
+
+        With SIGKILL its descendants die too (Triton: the tritonserver binary and its Python backend stubs,
+        which run in their own session under the `reenact.tritonserve` wrapper): the whole service crashes.
+        """
+        sp = self.processes[name]
+        doomed = _descendants(sp.pid) if sig == signal.SIGKILL else []
+        if sp.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                sp.proc.send_signal(sig)
+        for pid in doomed:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        try:
+            return sp.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def restart(self, name: str, timeout: float = 120.0, *, wait: bool = True) -> ServiceProcess:
+        """Start one process again with its original command line, ports, log and environment (after it was
+        killed or crashed; a still running one is stopped first, SIGTERM then SIGKILL). With `wait`, returns
+        once it is SERVING (Triton: ready); on failure the new process is stopped and RuntimeError carries
+        its log tail. The gateway's peer channels reconnect by themselves: its health returns to SERVING
+        within its readiness poll interval."""
+        old = self.processes[name]
+        if old.proc.poll() is None:
+            old.stop(10)
+        cmd = [str(a) for a in old.proc.args]
+        with open(old.log_path, "ab") as fh:
+            fh.write(f"\n----- restarted by the launcher at {time.strftime('%Y-%m-%dT%H:%M:%S')} -----\n".encode())
+        sp = ServiceProcess(name, old.port, old.metrics_port, _spawn(cmd, old.log_path, self.env, self.detach),
+                            old.log_path)
+        self.processes[name] = sp
+        if wait:
+            try:
+                if name == "triton":
+                    wait_triton_ready(self.triton_url, timeout, proc=sp.proc)
+                else:
+                    wait_serving(sp.address, timeout, proc=sp.proc)
+            except (TimeoutError, RuntimeError) as exc:
+                sp.stop(10)
+                raise RuntimeError(f"{name} failed to restart: {exc}\n--- {sp.log_path} ---\n{sp.log_tail()}") \
+                    from exc
+        log.info("service restarted", extra={"service_name": name, "pid": sp.pid, "port": sp.port})
+        return sp
 
     def stop(self, timeout: float = 30.0) -> dict[str, int | None]:
         """SIGTERM each process in reverse start order, wait up to `timeout` s each, then SIGKILL.
@@ -346,7 +397,7 @@ def start_local_stack(workdir: str | os.PathLike, *, store_url: str | None = Non
             processes[name].stop(10)
         raise
     local = LocalStack(workdir=workdir, store_url=store_url, model_repository=model_repo, triton_url=triton_url,
-                       processes={n: processes[n] for n in STACK_ORDER if n in processes})
+                       processes={n: processes[n] for n in STACK_ORDER if n in processes}, env=env, detach=detach)
     log.info("local stack up", extra={"gateway": local.gateway_address, "triton": triton_url, "workdir": str(workdir)})
     return local
 
@@ -388,6 +439,24 @@ def _pid_matches(pid: int, cmdline: list[str]) -> bool:
     if parts and parts[-1] == b"":
         parts = parts[:-1]
     return [a.decode(errors="replace") for a in parts] == list(cmdline)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children first, via /proc/PID/task/*/children); [] where unavailable."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in pathlib.Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                kids = [int(x) for x in (task / "children").read_text().split()]
+            except (OSError, ValueError):
+                continue
+            for kid in kids:
+                if kid not in out:
+                    out.append(kid)
+                    todo.append(kid)
+    return out
 
 
 def _alive(pid: int) -> bool:
