@@ -18,14 +18,14 @@ case "$what" in
     suite --out "$OUT" --profile cpu-quick --device cpu --frames 30 --crop-size 128 --paper-steps 100 ;;
   gpu-prepare)
     OUT=${OUT:-runs/results-gpu}
-    suite --out "$OUT" --phase prepare --profile gpu --frames 32 --crop-size 256 ;;
+    suite --out "$OUT" --phase prepare --profile gpu --frames 24 --crop-size 256 ;;
   gpu-produce)
     # Needs torch (CUDA), numpy, opencv and this repository; the MobileNetV2 weights of the perceptual
     # distance ($REENACT_WEIGHTS_DIR or .cache/weights, from `python -m reenact.perceptual --fetch`).
     OUT=${OUT:-runs/results-gpu}
-    suite --out "$OUT" --phase produce --profile gpu --device cuda --frames 32 --crop-size 256 --paper-steps 200 ;;
+    suite --out "$OUT" --phase produce --profile gpu --device cuda --frames 24 --crop-size 256 --paper-steps 100 ;;
   gpu-score)
     OUT=${OUT:-runs/results-gpu}
-    suite --out "$OUT" --phase score --profile gpu --frames 32 --crop-size 256 ;;
+    suite --out "$OUT" --phase score --profile gpu --frames 24 --crop-size 256 ;;
   *) echo "usage: $0 cpu|gpu-prepare|gpu-produce|gpu-score" >&2; exit 2 ;;
 esac
