@@ -118,14 +118,15 @@ def test_produce_runs_without_mediapipe_dlib_tflite_av_grpc(suite, tmp_path):
               "sys.exit(main(sys.argv[1:]))\n")
     out = tmp_path / "produced"
     cmd = [sys.executable, "-c", runner, "produce", str(suite / "cross" / "bundle.npz"), "--out", str(out),
-           "--store", f"file://{(suite / 'self' / 'store').resolve()}", "--person", "person",
-           "--paper-steps", "2", "--ours-set", "first_frame_steps=3", "--ours-set", "steps=2"]
+           "--profile-set", "base_steps=20", "--profile-set", "tune_steps=5", "--profile-set", "eval_steps=2",
+           "--paper-steps", "2", "--ours-set", "first_frame_steps=3", "--ours-set", "steps=2"]  # enrolls too
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env,
                           cwd=Path(__file__).resolve().parents[2])
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.loads((out / "produce.json").read_text())
     assert set(info["methods"]) == set(METHODS)
+    assert info["enroll_seconds"] > 0 and info["person"].startswith("enrolled here")
     for m in METHODS:
         assert np.load(out / f"{m}.npz")["frames"].shape[0] == FRAMES
 
@@ -175,3 +176,17 @@ def test_rigid_fit_pose_on_real_mediapipe_points():
         yaws[yaw] = M.head_pose(np.asarray(pts, np.float64)[None], canonical())[0, 0]
     assert abs(yaws[0.0]) < 4.0
     assert yaws[20.0] > 8.0 and yaws[-20.0] < -8.0
+
+
+def test_eval_run_with_a_stored_person(suite, tmp_path):
+    """`reenact eval run` on any driving video with a person from a store (no scan): the identity references
+    are the anchors' renders; retrieval falls back to anchor renders too."""
+    out = tmp_path / "run"
+    argv = ["eval", "run", "--driving", str(suite / "fixture" / "heldout" / "driving.mp4"), "--max-frames", "4",
+            "--store", f"file://{(suite / 'self' / 'store').resolve()}", "--person", "person",
+            "--methods", "nearest,warp", "--out", str(out)]
+    assert cli_main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["methods"]) == {"nearest", "warp"} and res["driver"]["frames"] == 4
+    assert (out / "identity_refs.npz").exists() and (out / "report.html").exists()
+    assert "renders" in res["methods"]["nearest"]["notes"]
