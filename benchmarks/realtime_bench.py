@@ -41,7 +41,7 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def reenact(person, options, targets, device, *, per_frame=False, bf16=False):
+def reenact(person, options, targets, device, *, per_frame=False, bf16=False, compile=False):
     """(seconds, results, images): optimize + render every target."""
     sync(device)
     t0 = time.perf_counter()
@@ -51,7 +51,7 @@ def reenact(person, options, targets, device, *, per_frame=False, bf16=False):
             opt = ReenactmentOptimizer(person, options, device=device, bf16=bf16)
             results += opt.push(Target(t.index, t.keypoints, t.crop_size, t.crop)) + opt.flush()
     else:
-        opt = ReenactmentOptimizer(person, options, device=device, bf16=bf16)
+        opt = ReenactmentOptimizer(person, options, device=device, bf16=bf16, compile=compile)
         for t in targets:
             results += opt.push(t)
         results += opt.flush()
@@ -69,20 +69,26 @@ def rendered_error(person, images: np.ndarray, targets: list[Target], net, devic
     return keypoint_error(kp, tgt, get_subset("default")).cpu().numpy()
 
 
-def measure(name, person, options, targets, head, args, net, *, per_frame=False, bf16=False, saved=None) -> dict:
-    reenact(person, options, targets[: max(2, options.window)], args.device, per_frame=per_frame, bf16=bf16)
+def measure(name, person, options, targets, head, args, net, *, per_frame=False, bf16=False, saved=None,
+            compile=False) -> dict:
+    # warm-up on the same frames: every batch size the run will see (compiled per size) is built here
+    t0 = time.perf_counter()
+    reenact(person, options, targets[:1] if per_frame else targets, args.device, per_frame=per_frame, bf16=bf16,
+            compile=compile)
+    print(f"warm-up {name}: {time.perf_counter() - t0:.1f} s", flush=True)
     if torch.device(args.device).type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = []
     for _ in range(args.baseline_repeats if per_frame else args.repeats):
-        seconds, results, images = reenact(person, options, targets, args.device, per_frame=per_frame, bf16=bf16)
+        seconds, results, images = reenact(person, options, targets, args.device, per_frame=per_frame, bf16=bf16,
+                                           compile=compile)
         times.append(seconds)
     mem = torch.cuda.max_memory_allocated() / 2**30 if torch.device(args.device).type == "cuda" else float("nan")
     err = rendered_error(person, images, targets, net, args.device)
     pos = {t.index: i for i, t in enumerate(targets)}
     head_err = float(np.mean([err[pos[i]] for i in head]))
     if saved is not None:
-        saved[name] = images[[pos[i] for i in head]]
+        saved[name] = images
     row = {"name": name, "steps": float(np.mean([r.steps for r in results])), "fps": len(targets) / statistics.median(times),
            "err": float(np.mean(err)), "head_err": head_err, "mem": mem}
     print("measured:", row, flush=True)
@@ -91,9 +97,17 @@ def measure(name, person, options, targets, head, args, net, *, per_frame=False,
 
 def live(person, options, targets, args) -> dict:
     """Frames arrive every 1/live_fps s; each batch takes all arrived frames (<= max_batch)."""
-    rt = LiveReenactor(person, options, device=args.device, max_batch=args.live_batch, bf16=args.bf16_live)
-    rt.process([targets[0]])  # warm-up (first frame)
-    rt = LiveReenactor(person, options, device=args.device, max_batch=args.live_batch, bf16=args.bf16_live)
+    def make():
+        return LiveReenactor(person, options, device=args.device, max_batch=args.live_batch, bf16=args.bf16_live,
+                             compile=args.compile)
+
+    rt = make()
+    t0 = time.perf_counter()
+    rt.process([targets[0]])  # warm-up: the first call (no warm start), then every batch size with one
+    for k in range(1, args.live_batch + 1):
+        rt.process([Target(j, t.keypoints, t.crop_size, t.crop) for j, t in enumerate(targets[:k], start=100 * k)])
+    print(f"live warm-up: {time.perf_counter() - t0:.1f} s", flush=True)
+    rt = make()
     n = args.live_frames
     seq = [Target(i, targets[i % len(targets)].keypoints, targets[0].crop_size, targets[i % len(targets)].crop)
            for i in range(n)]
@@ -193,7 +207,8 @@ def other_sections(person, targets, steps_list, skip, args) -> None:
     if "live" not in skip:
         out = live(person, live_opts, targets, args)
         print(f"\n## live mode: {args.live_frames} frames arriving at {args.live_fps:g} frames/s, steps "
-              f"{args.live_steps}, batches <= {args.live_batch}{' bf16' if args.bf16_live else ''}\n"
+              f"{args.live_steps}, batches <= {args.live_batch}{' bf16' if args.bf16_live else ''}"
+              f"{' compiled' if args.compile else ''}\n"
               f"| p50 ms | p99 ms | max ms | mean batch | frames/s |\n|---|---|---|---|---|\n"
               f"| {out['p50']:.1f} | {out['p99']:.1f} | {out['max']:.1f} | {out['mean_batch']:.2f} | {out['fps']:.1f} |",
               flush=True)
@@ -242,6 +257,8 @@ def main() -> None:
     ap.add_argument("--live-fps", type=float, default=30.0)
     ap.add_argument("--live-frames", type=int, default=150)
     ap.add_argument("--bf16-live", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="also rows with the step's forward under torch.compile; "
+                    "live mode compiled")
     ap.add_argument("--lengths", default="32,128,512")
     ap.add_argument("--persons", default="1,2,4")
     ap.add_argument("--hires", type=int, default=1024, help="0: skip the high-resolution figure")
@@ -279,6 +296,9 @@ def main() -> None:
         if torch.device(args.device).type == "cuda":
             rows.append(measure(f"amortized steps {s} bf16", person, opts, targets, head, args, net, bf16=True,
                                 saved=saved))
+        if args.compile:
+            rows.append(measure(f"amortized steps {s} compiled", person, opts, targets, head, args, net,
+                                saved=saved, compile=True))
     print_table(rows, person, targets, head, args)
     if args.save_frames:
         np.savez_compressed(args.save_frames, head=np.asarray(head),

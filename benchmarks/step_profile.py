@@ -37,6 +37,27 @@ def timed(fn, device, repeats: int) -> float:
     return statistics.median(out) * 1e3
 
 
+def compiled_step(G, net, affine, subset, anchors, alpha, delta, target, mode: str):
+    """The full step with the forward (P+ -> image -> keypoints -> loss) under torch.compile; the first
+    call compiles (its time is printed)."""
+    def forward(a, d):
+        im = G.synthesis(pp.combine(pp.coefficients(a, d), anchors), noise_mode="const")
+        kp = losses.generated_keypoints(net, im.float(), affine)
+        return losses.keypoint_loss(kp, target, subset).sum()
+
+    fwd = torch.compile(forward, mode=mode, dynamic=False)
+
+    def run():
+        a = alpha.clone().requires_grad_(True)
+        d = delta.clone().requires_grad_(True)
+        fwd(a, d).backward()
+
+    t0 = time.perf_counter()
+    run()
+    print(f"compile ({mode}, batch {alpha.shape[0]}): {time.perf_counter() - t0:.1f} s", flush=True)
+    return run
+
+
 def profile_batch(b: int, person, net, affine, subset, dev, args) -> None:
     G, anchors = person.G, person.anchor_w.float()
     alpha = pp.init_alpha(anchors.shape[0], index=torch.arange(b) % anchors.shape[0], batch_size=b).to(dev)
@@ -88,6 +109,9 @@ def profile_batch(b: int, person, net, affine, subset, dev, args) -> None:
         cs = torch.compile(G.synthesis)
         with torch.no_grad():
             rows["G fwd compiled (no grad)"] = lambda: cs(w, noise_mode="const")
+        for mode in ("default", "max-autotune-no-cudagraphs"):
+            rows[f"full step compiled ({mode})"] = compiled_step(G, net, affine, subset, anchors, alpha, delta,
+                                                                 target, mode)
     for name, fn in rows.items():
         ms = timed(fn, dev, args.repeats)
         print(f"| {b} | {name} | {ms:.2f} | {ms / b:.2f} |", flush=True)

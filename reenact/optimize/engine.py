@@ -186,7 +186,8 @@ class ReenactmentOptimizer:
     """Streaming optimizer of one driving sequence for one person (see the module docstring)."""
 
     def __init__(self, person: PersonModel, options: OptimizerOptions, *, device="cpu",
-                 should_stop: Callable[[], bool] = lambda: False, landmarks=None, bf16: bool = False) -> None:
+                 should_stop: Callable[[], bool] = lambda: False, landmarks=None, bf16: bool = False,
+                 compile: bool = False) -> None:
         options.validate()
         self.person, self.options = person, options
         self.device = torch.device(device)
@@ -207,6 +208,9 @@ class ReenactmentOptimizer:
         self.init = self._init_mode(options.init, person)
         self.stats = {"anchor_starts": 0, "warm_starts": 0, "regressor_starts": 0}
         self.trace: list[list[dict]] | None = None  # set to [] to record each window's mean terms per step
+        # compile: the forward of a step (W+ -> image -> keypoints) under torch.compile (fewer, fused kernels:
+        # the step is launch-bound at small batches); the first call per batch size compiles.
+        self.compiled = bool(compile)
 
     @staticmethod
     def _init_mode(init: str, person: PersonModel) -> str:
@@ -390,10 +394,8 @@ class ReenactmentOptimizer:
 
     def _terms(self, point: pp.PPlus, batch: _Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         o = self.options
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
-            images = self.person.G.synthesis(point.ws(), noise_mode="const")
-        images = images.float()
-        kp = losses.generated_keypoints(self.net, images, self.affine)
+        fn = _render_measure_compiled() if self.compiled else _render_measure
+        images, kp = fn(self.person.G, self.net, self.affine, point.ws(), self.bf16)
         zero = images.new_zeros(images.shape[0])
         terms = {"keypoint": losses.keypoint_loss(kp, batch.targets, self.subset),
                  "mouth": zero, "eye": zero, "delta": point.l_delta(), "sum": point.l_sum()}
@@ -439,6 +441,27 @@ class ReenactmentOptimizer:
     def _ws(self, alpha: torch.Tensor, delta: torch.Tensor) -> np.ndarray:
         coeffs = pp.coefficients(alpha, delta, beta=self.options.beta)
         return _np(pp.combine(coeffs, self.anchors))
+
+
+def _render_measure(G, net, affine: torch.Tensor, ws: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The differentiable forward of a step: W+ -> generated images [B, 3, R, R] -> MediaPipe keypoints."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        images = G.synthesis(ws, noise_mode="const")
+    images = images.float()
+    return images, losses.generated_keypoints(net, images, affine)
+
+
+@functools.cache
+def _render_measure_compiled():
+    """_render_measure under torch.compile, one per process (compiled per generator, batch size and grad mode:
+    a stream sees a few batch sizes, so the per-function graph limit is raised from its default of 8)."""
+    import torch._dynamo
+
+    cfg = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(cfg, name):
+            setattr(cfg, name, max(getattr(cfg, name), 64))
+    return torch.compile(_render_measure, dynamic=False)
 
 
 @torch.no_grad()

@@ -6,6 +6,10 @@ them; no look-ahead smoothing (keypoint_sigma 0), the amortized initializer's st
 Adam steps, warm-started from the previous batch. Latency = the wait for the batch in flight + one
 batch's cost, so it stays bounded as long as one batch of `max_batch` frames costs less than
 `max_batch` frame intervals. Frames older than `max_batch` behind are the caller's to drop.
+
+`pad=True` (the default with `compile`): every batch is padded to `max_batch` with copies of its last
+frame (results of the copies are dropped), so the compiled step sees one batch size only; at these sizes
+the step is launch-bound, so the padding costs little GPU time.
 """
 
 from __future__ import annotations
@@ -21,22 +25,32 @@ from .person import PersonModel
 
 class LiveReenactor:
     def __init__(self, person: PersonModel, options: OptimizerOptions | None = None, *, device="cpu",
-                 max_batch: int = 8, bf16: bool = False, render: bool = True) -> None:
+                 max_batch: int = 8, bf16: bool = False, render: bool = True, compile: bool = False,
+                 pad: bool | None = None) -> None:
         options = dataclasses.replace(options or OptimizerOptions(steps=2), keypoint_sigma=0.0,
                                       window=max(1, int(max_batch)), tolerance=0.0)
         self.max_batch = options.window
-        self.engine = ReenactmentOptimizer(person, options, device=device, bf16=bf16)
+        self.engine = ReenactmentOptimizer(person, options, device=device, bf16=bf16, compile=compile)
         self.person, self.render, self.bf16 = person, render, self.engine.bf16
         self.device = self.engine.device
+        self.pad = compile if pad is None else bool(pad)
+        self._next = 0  # the engine's own frame counter (padding copies take indices too)
 
     def process(self, targets: list[Target]) -> list[tuple[FrameResult, np.ndarray | None]]:
         """Optimize (and render) `targets` (1..max_batch, in index order) now; results in the same order."""
         if not 1 <= len(targets) <= self.max_batch:
             raise ValueError(f"process takes 1..{self.max_batch} targets, got {len(targets)}")
+        batch = list(targets) + ([targets[-1]] * (self.max_batch - len(targets)) if self.pad else [])
+        own = {}
+        done: list[FrameResult] = []
+        for t in batch:
+            own[self._next] = t.index if len(own) < len(targets) else None
+            done += self.engine.push(Target(self._next, t.keypoints, t.crop_size, t.crop))
+            self._next += 1
         results: list[FrameResult] = []
-        for t in targets:
-            results += self.engine.push(t)
-        results += self.engine.flush()
+        for r in done + self.engine.flush():
+            if own.get(r.index) is not None:
+                results.append(dataclasses.replace(r, index=own[r.index]))
         images: list[np.ndarray | None] = [None] * len(results)
         if self.render and results:
             images = list(render_results(self.person, results, self.device, bf16=self.bf16))
