@@ -113,7 +113,7 @@ def live(person, options, targets, args) -> dict:
            for i in range(n)]
     period = 1.0 / args.live_fps
     start = time.perf_counter()
-    latencies, batches, i = [], [], 0
+    latencies, batches, errors, i = [], [], [], 0
     while i < n:
         now = time.perf_counter() - start
         arrived = min(n, int(now / period) + 1)
@@ -121,7 +121,7 @@ def live(person, options, targets, args) -> dict:
             time.sleep(max(0.0, (i * period) - now))
             continue
         take = seq[i:min(arrived, i + args.live_batch)]
-        rt.process(take)
+        errors += [r.keypoint_error for r, _ in rt.process(take)]
         sync(args.device)
         done = time.perf_counter() - start
         latencies += [done - t.index * period for t in take]
@@ -130,7 +130,7 @@ def live(person, options, targets, args) -> dict:
     wall = time.perf_counter() - start
     lat = np.asarray(latencies) * 1e3
     return {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)), "max": float(lat.max()),
-            "mean_batch": float(np.mean(batches)), "fps": n / wall}
+            "mean_batch": float(np.mean(batches)), "fps": n / wall, "err": float(np.nanmean(errors))}
 
 
 def scaled_targets(targets: list[Target], n: int) -> list[Target]:
@@ -204,6 +204,19 @@ def print_table(rows, person, targets, head, args) -> None:
 def other_sections(person, targets, steps_list, skip, args) -> None:
     common = dict(keypoint_sigma=0.0, tolerance=0.0)
     live_opts = OptimizerOptions(steps=args.live_steps, init="regressor")
+    if args.live_sweep:
+        print(f"\n## live mode sweep: {args.live_frames} frames arriving at {args.live_fps:g} frames/s "
+              f"(nomask: keypoint loss only, no mouth/eye photometric terms)\n"
+              "| steps | max batch | terms | p50 ms | p99 ms | max ms | mean batch | frames/s | err |\n"
+              "|---|---|---|---|---|---|---|---|---|", flush=True)
+        for cfg in args.live_sweep.split(","):
+            parts = cfg.split(":")
+            steps, batch, nomask = int(parts[0]), int(parts[1]), "nomask" in parts[2:]
+            extra = dict(mouth_weight=0.0, eye_weight=0.0) if nomask else {}
+            args.live_batch = batch
+            out = live(person, OptimizerOptions(steps=steps, init="regressor", **extra), targets, args)
+            print(f"| {steps} | {batch} | {'keypoints' if nomask else 'all'} | {out['p50']:.1f} | {out['p99']:.1f} "
+                  f"| {out['max']:.1f} | {out['mean_batch']:.2f} | {out['fps']:.1f} | {out['err']:.4f} |", flush=True)
     if "live" not in skip:
         out = live(person, live_opts, targets, args)
         print(f"\n## live mode: {args.live_frames} frames arriving at {args.live_fps:g} frames/s, steps "
@@ -257,6 +270,7 @@ def main() -> None:
     ap.add_argument("--live-fps", type=float, default=30.0)
     ap.add_argument("--live-frames", type=int, default=150)
     ap.add_argument("--bf16-live", action="store_true")
+    ap.add_argument("--live-sweep", default="", help="live configs 'steps:max_batch[:nomask]',... (eager)")
     ap.add_argument("--compile", action="store_true", help="also rows with the step's forward under torch.compile; "
                     "live mode compiled")
     ap.add_argument("--lengths", default="32,128,512")

@@ -243,7 +243,8 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
             raise InvalidInputError.for_field("config.person_version", "must be >= 0 (0 = latest)")
         options = options_from_proto(cfg.options)
         person = self.cache.get(cfg.person_id, cfg.person_version)
-        engine = self.optimizer_factory(person, options, device=self.device, should_stop=stop.is_set)
+        extra = {"compile": True} if self.config.compile else {}
+        engine = self.optimizer_factory(person, options, device=self.device, should_stop=stop.is_set, **extra)
         if engine.latency + 1 > self.config.max_queue:
             raise InvalidInputError.for_field(
                 "config.options.window", f"window {options.window} + smoothing look-ahead keeps {engine.latency + 1}"
