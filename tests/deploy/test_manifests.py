@@ -10,7 +10,7 @@ import dataclasses
 import deploycheck
 import pytest
 import yaml
-from deploy_helpers import ROOT, load, run, tool, validate
+from deploy_helpers import DEPLOY, ROOT, load, run, tool, validate
 
 from reenact.runtime.config import parse_config
 
@@ -188,7 +188,7 @@ def container_env(docs: list[dict], dep: dict) -> dict[str, str]:
 
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
 @pytest.mark.parametrize("service", sorted(CONFIGS))
-def test_env_vars_are_config_fields_and_validate(rendered, overlay, service):
+def test_env_vars_are_config_fields_and_validate(rendered, overlay, service, tmp_path):
     import importlib
 
     module, cls_name = CONFIGS[service]
@@ -210,6 +210,19 @@ def test_env_vars_are_config_fields_and_validate(rendered, overlay, service):
         if not ok:
             unknown.append(key)
     assert not unknown, f"{service}: env vars that no config field reads: {unknown}"
+    if service == "gateway":
+        # auth is on in every overlay: the keys file is the mounted Secret (key `api-keys`); the dev overlay's
+        # Secret is generated from its keys file, which must parse (prod's is created at deploy time)
+        assert env["REENACT_GATEWAY_API_KEYS_FILE"] == "/etc/reenact/api-keys/api-keys"
+        mounts = {m["name"]: m["mountPath"] for m in dep["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
+        assert mounts["api-keys"] == "/etc/reenact/api-keys"
+        from services.gateway.auth import hash_secret, parse_keys
+
+        text = (DEPLOY / "k8s/overlays/dev/secrets/api-keys.json").read_text()
+        keys = parse_keys(text)
+        assert any(k.secret_sha256 == hash_secret("reenact-dev-not-a-secret") for k in keys.values())
+        (tmp_path / "api-keys").write_text(text)
+        env = {**env, "REENACT_GATEWAY_API_KEYS_FILE": str(tmp_path / "api-keys")}
     cfg = parse_config(cls, service, [], env=env)  # runs the config's validate()
     assert cfg.host == "0.0.0.0"
     ports = {p["name"]: p["containerPort"] for p in dep["spec"]["template"]["spec"]["containers"][0]["ports"]}
