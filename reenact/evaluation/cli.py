@@ -60,7 +60,8 @@ def _add_prepare_args(p, with_output: bool) -> None:
 def _add_produce_args(p) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--methods", type=_methods, default=["nearest", "warp", "paper", "ours"],
-                   help="comma-separated subset of nearest,warp,paper,ours (default all)")
+                   help="comma-separated subset of nearest,warp,paper,ours,ours-relative (default: the first "
+                   "four; ours-relative = ours with the engine option motion=relative)")
     p.add_argument("--store", default=None, help="artifact store URL of an enrolled person")
     p.add_argument("--person", default=None, help="person id in --store")
     p.add_argument("--profile", default="cpu-quick", help="enrollment profile for --scan (cpu-quick, gpu)")

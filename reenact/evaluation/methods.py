@@ -20,6 +20,8 @@ driving frame without a face repeats the previous output, and counts):
   no warm start, no temporal smoothing), sequentially.
 - ours: the engine (reenact.optimize.ReenactmentOptimizer) with its defaults (warm starts, windows,
   keypoint smoothing, early stop), streaming.
+- ours-relative: the same with motion="relative" (reenact.optimize.retarget: the person's own keypoints
+  moved by the driver's motion since its first face frame, per facial part). Not in the default methods.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ import torch
 
 from reenact.evaluation.bundle import Bundle
 
-METHODS = ("nearest", "warp", "paper", "ours")
+METHODS = ("nearest", "warp", "paper", "ours", "ours-relative")
+DEFAULT_METHODS = ("nearest", "warp", "paper", "ours")
 PAPER_DEFAULTS = {"learning_rate": 3e-2, "delta_lr_scale": 0.1, "lr_final": 0.1}  # optimizer_bench's best
 
 
@@ -336,7 +339,8 @@ def run_ours(bundle: Bundle, person: LoadedPerson, device: str, net, options) ->
     sync(device)
     return {"frames": frames, "seconds": time.perf_counter() - t0, "steps": np.array([r.steps for r in results]),
             "engine_keypoint_error": np.array([r.keypoint_error for r in results]),
-            "options": dataclasses.asdict(options), "starts": dict(opt.stats)}
+            "options": dataclasses.asdict(options), "starts": dict(opt.stats),
+            "reference_anchor": None if opt.retargeter is None else opt.retargeter.reference_anchor}
 
 
 def warm_up(bundle: Bundle, person: LoadedPerson, device: str, net) -> None:
@@ -355,7 +359,7 @@ def warm_up(bundle: Bundle, person: LoadedPerson, device: str, net) -> None:
 
 # ---------------------------------------------------------------------------------------------- produce
 
-def produce(bundle_path: str | Path, out_dir: str | Path, *, methods=METHODS, device: str = "cpu",
+def produce(bundle_path: str | Path, out_dir: str | Path, *, methods=DEFAULT_METHODS, device: str = "cpu",
             store: str | None = None, person_id: str | None = None, profile: str = "cpu-quick",
             profile_overrides: dict | None = None, paper_steps: int = 200, ours_overrides: dict | None = None,
             enroll_seconds: float | None = None, log=print) -> dict:
@@ -407,6 +411,8 @@ def _produce(bundle, bundle_path, out_dir, methods, device, store, person_id, pr
             res = run_warp(bundle, person, device)
         elif name == "paper":
             res = run_paper(bundle, person, device, net, paper_steps)
+        elif name == "ours-relative":
+            res = run_ours(bundle, person, device, net, dataclasses.replace(ours_options, motion="relative"))
         else:
             res = run_ours(bundle, person, device, net, ours_options)
         frames = res.pop("frames")

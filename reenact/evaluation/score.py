@@ -196,7 +196,7 @@ def score(out_dir: str | Path, *, bundle_path: str | Path | None = None, given_o
             agg["seconds"] = m.get("seconds")
             agg["mean_steps"] = m.get("mean_steps")
             agg["peak_gpu_gib"] = m.get("peak_gpu_gib")
-            if name in ("paper", "ours"):
+            if name in ("paper", "ours", "ours-relative"):
                 agg["enroll_seconds"] = _enroll_total(produced)
             results["methods"][name] = {"aggregate": agg, "per_frame": scored[name]["per_frame"],
                                         "notes": m.get("notes", "")}

@@ -13,7 +13,8 @@ init 'regressor' (the default 'auto' when the person was enrolled with an amorti
 reenact.optimize.amortized): every frame, the first included, starts from the better of the warm start
 and the initializer's prediction for its keypoints and gets `steps` (no long first-frame optimization). A window stops early when the relative change of
 its summed loss falls below `tolerance`. Each frame keeps the best point it visited. A frame without a
-face repeats the previous frame's latent (steps 0). Results come back in index order, about
+face repeats the previous frame's latent (steps 0). motion 'relative' (reenact.optimize.retarget) replaces each
+frame's keypoints, before smoothing, by the person's reference keypoints moved by the driver's motion. Results come back in index order, about
 ceil(3 sigma) + window frames after their target was pushed; `flush()` returns the rest.
 
 `should_stop()` is polled before every optimization step; True raises CancelledError at once.
@@ -38,8 +39,10 @@ from reenact.models import pplus as pp
 from . import losses
 from .keypoints import NUM_POINTS, SUBSETS, KeypointSmoother, get_subset, keypoint_error, scale_keypoints
 from .person import PersonModel
+from .retarget import Retargeter
 
 INITS = ("auto", "anchor", "regressor", "uniform", "random")
+MOTIONS = ("absolute", "relative")
 LOSS_NAMES = ("keypoint", "mouth", "eye", "delta", "sum", "total")
 MAX_STEPS = 100_000
 MAX_WINDOW = 1024
@@ -68,6 +71,9 @@ class OptimizerOptions:
     seed: int = 0
     # "auto": "regressor" when the person version carries an amortized initializer, else "anchor".
     init: str = "auto"
+    # "absolute": match the driving keypoints as they are. "relative": match the person's own keypoints moved
+    # by the driver's motion since its first face frame (reenact.optimize.retarget; for another identity).
+    motion: str = "absolute"
 
     def override(self, **kw) -> OptimizerOptions:
         """A copy with the given fields; 0 / empty values mean 'unset' (proto defaults) and are ignored."""
@@ -109,6 +115,7 @@ class OptimizerOptions:
         yield "keypoint_sigma", real(self.keypoint_sigma, 0.0, 10.0)
         yield "seed", count(self.seed, 0, 2**63 - 1)
         yield "init", "" if self.init in INITS else f"must be one of {INITS}"
+        yield "motion", "" if self.motion in MOTIONS else f"must be one of {MOTIONS}"
 
 
 @dataclass
@@ -201,6 +208,7 @@ class ReenactmentOptimizer:
         self.anchor_points = person.anchor_points.to(self.device).float()
         self.num_ws = int(person.G.num_ws)
         self._smoother = KeypointSmoother(options.keypoint_sigma)
+        self.retargeter = Retargeter(person.anchor_points) if options.motion == "relative" else None
         self._ready: list[_Frame] = []
         self._last_index: int | None = None
         self._previous: tuple[torch.Tensor, torch.Tensor] | None = None  # (alpha [N], delta [num_ws, N])
@@ -234,7 +242,8 @@ class ReenactmentOptimizer:
         raw = None
         if target.has_face:
             raw = scale_keypoints(target.keypoints, target.crop_size, self.resolution)
-        for payload, smoothed in self._smoother.push(raw, (target, raw)):
+        goal = raw if self.retargeter is None else self.retargeter(raw)  # raw stays: the masks fit the crop
+        for payload, smoothed in self._smoother.push(goal, (target, raw)):
             self._ready.append(_Frame(payload[0], smoothed, payload[1]))
         return self._run_full_windows()
 
