@@ -45,9 +45,9 @@ def make_exporter(store, cfg):
             publish_generator_model(cfg.model_repository, person_id, path, person_version=version,
                                     device="gpu" if cfg.device == "cuda" else "cpu")
         if cfg.triton_url:
-            from reenact.tritonserve.client import TritonRenderer
+            from reenact.tritonserve.client import TritonRenderer, TritonTLS
 
-            with TritonRenderer(cfg.triton_url) as renderer:  # dns:/// URL: every replica
+            with TritonRenderer(cfg.triton_url, tls=TritonTLS.from_config(cfg)) as renderer:  # dns:/// URL: every replica
                 renderer.load_model(person_id, everywhere=True)
         log.info("exported to triton", extra={"person_id": person_id, "version": version})
 

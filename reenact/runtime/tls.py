@@ -12,8 +12,13 @@ Config (`ServiceConfig`, flags / env like every option):
 - `--tls-server-name`: the name peer certificates are checked for, when it differs from the host of the
   peer address (e.g. peers dialled by IP whose certificates name a DNS name).
 
+- `--triton-tls` (gateway, trainer): the Triton channel uses TLS too, with the same files: cert/key as the
+  client certificate (Triton started with `--grpc-use-ssl-mutual`, e.g. `python -m reenact.tritonserve
+  --tls-cert-file ... --tls-ca-file ...`), Triton's certificate checked against the CA and for
+  `--tls-server-name` when set (`reenact.tritonserve.client.TritonTLS.from_config`).
+
 One certificate per service serves both directions, so it needs the serverAuth and clientAuth extended
-key usages (or none). Triton's channel is not covered (see docs/STATUS.md, issue 9).
+key usages (or none).
 """
 
 from __future__ import annotations
@@ -49,6 +54,13 @@ def validate(cfg) -> None:
         path = getattr(cfg, name)
         if path and not Path(path).is_file():
             raise ValueError(f"{name}: no such file {path!r}")
+
+
+def validate_triton(cfg) -> None:
+    """ValueError when `triton_tls` is on without this service's certificate (the client certificate)."""
+    if getattr(cfg, "triton_tls", False) and not tls_enabled(cfg):
+        raise ValueError("triton_tls needs tls_cert_file and tls_key_file (the client certificate for Triton; "
+                         "tls_ca_file: Triton's CA)")
 
 
 def server_credentials(cfg) -> grpc.ServerCredentials | None:

@@ -23,6 +23,13 @@ Several Triton replicas (explicit model control: a model is loaded per server, n
   connection, so one replica per channel). gRPC re-resolves the name only when a connection fails: a
   replica added later is used once a connection is re-established.
 
+TLS (`TritonTLS`, the `tls=` argument): the channel (and the per-replica channels of a `dns:///` URL) use
+TLS with `root_cert_file` as the CA Triton's certificate is checked against, and `cert_file`/`key_file`
+as the client certificate a Triton started with `--grpc-use-ssl-mutual` requires. Per-replica channels
+dial IP addresses, so their certificates are checked for `server_name`, else for the host of the
+`dns:///` URL (the name the certificate has to carry). Services build it from their `--tls-*` options
+with `--triton-tls` (`TritonTLS.from_config`).
+
 Every failure is a `RendererError` carrying Triton's message; the subclasses say why:
 `ModelNotFoundError` (no such model in the repository / not loaded), `ModelLoadError` (Triton failed
 to load it), `RendererUnavailableError` (server down or not ready), `RenderInputError` (bad latents).
@@ -134,10 +141,55 @@ def replica_urls(url: str) -> list[str]:
     return [f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in addrs]
 
 
-def _channel_args(url: str) -> list[tuple] | None:
+@dataclass(frozen=True)
+class TritonTLS:
+    """TLS of the channels to Triton (PEM file paths). `root_cert_file` "" = the system's CAs; `cert_file` +
+    `key_file`: the client certificate (mutual TLS); `server_name`: the name Triton's certificate is checked
+    for when it differs from the host of the URL (and for the per-replica channels of a dns:/// URL)."""
+
+    root_cert_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    server_name: str = ""
+
+    def __post_init__(self) -> None:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("TritonTLS: cert_file and key_file must be given together")
+
+    @classmethod
+    def from_config(cls, cfg) -> TritonTLS | None:
+        """From a service config: None unless `cfg.triton_tls`; then this service's `tls_cert_file` /
+        `tls_key_file` (client certificate), `tls_ca_file` (Triton's CA) and `tls_server_name`."""
+        if not getattr(cfg, "triton_tls", False):
+            return None
+        return cls(root_cert_file=cfg.tls_ca_file, cert_file=cfg.tls_cert_file, key_file=cfg.tls_key_file,
+                   server_name=cfg.tls_server_name)
+
+    def credentials(self):
+        import grpc
+
+        def read(path: str) -> bytes | None:
+            if not path:
+                return None
+            with open(path, "rb") as fh:
+                return fh.read()
+
+        return grpc.ssl_channel_credentials(root_certificates=read(self.root_cert_file),
+                                            private_key=read(self.key_file), certificate_chain=read(self.cert_file))
+
+
+def _url_host(url: str) -> str:
+    """The host name of a `dns:///host:port` URL ("" for other URLs)."""
+    if not url.startswith(DNS_SCHEME):
+        return ""
+    return url[len(DNS_SCHEME):].rpartition(":")[0].strip("[]")
+
+
+def _channel_args(url: str, server_name: str = "") -> list[tuple] | None:
     """tritonclient's default channel options, plus round_robin over the addresses of a `dns:///` URL
-    (per-RPC balancing across Triton replicas); None (tritonclient's defaults) for other URLs."""
-    if not is_multi_replica(url):
+    (per-RPC balancing across Triton replicas) and the TLS target name override; None (tritonclient's
+    defaults) when neither is needed."""
+    if not is_multi_replica(url) and not server_name:
         return None
     from tritonclient.grpc import KeepAliveOptions
     from tritonclient.grpc._client import MAX_GRPC_MESSAGE_SIZE
@@ -148,7 +200,19 @@ def _channel_args(url: str) -> list[tuple] | None:
             ("grpc.keepalive_time_ms", ka.keepalive_time_ms), ("grpc.keepalive_timeout_ms", ka.keepalive_timeout_ms),
             ("grpc.keepalive_permit_without_calls", ka.keepalive_permit_without_calls),
             ("grpc.http2.max_pings_without_data", ka.http2_max_pings_without_data),
-            ("grpc.lb_policy_name", "round_robin")]
+            *([("grpc.lb_policy_name", "round_robin")] if is_multi_replica(url) else []),
+            *([("grpc.ssl_target_name_override", server_name)] if server_name else [])]
+
+
+def inference_client(url: str, tls: TritonTLS | None = None, *, replica_of: str = ""):
+    """A tritonclient.grpc.InferenceServerClient for `url`, plaintext or with `tls`. `replica_of`: the
+    dns:/// URL `url` is one address of (its host is the TLS name to check when tls.server_name is empty)."""
+    import tritonclient.grpc as grpcclient
+
+    if tls is None:
+        return grpcclient.InferenceServerClient(url, channel_args=_channel_args(url))
+    name = tls.server_name or _url_host(replica_of)
+    return grpcclient.InferenceServerClient(url, creds=tls.credentials(), channel_args=_channel_args(url, name))
 
 
 @dataclass(frozen=True)
@@ -165,13 +229,14 @@ class TritonRenderer:
     """W+ latents -> frames through Triton's gRPC API. Thread-safe; one channel per renderer."""
 
     def __init__(self, url: str = "127.0.0.1:8001", *, timeout: float = 60.0,
-                 load_timeout: float = 300.0, load_on_demand: bool = True) -> None:
+                 load_timeout: float = 300.0, load_on_demand: bool = True, tls: TritonTLS | None = None) -> None:
         import tritonclient.grpc as grpcclient
 
         self.url = url
         self.timeout = timeout
         self.load_timeout = load_timeout
-        self._client = grpcclient.InferenceServerClient(url, channel_args=_channel_args(url))
+        self.tls = tls
+        self._client = inference_client(url, tls)
         self._grpcclient = grpcclient
         self.load_on_demand = load_on_demand
         self._info: dict[str, ModelInfo] = {}
@@ -230,7 +295,7 @@ class TritonRenderer:
                                            reason="TRITON_UNAVAILABLE")
         done, errors = [], []
         for url in urls:
-            client = self._grpcclient.InferenceServerClient(url)
+            client = inference_client(url, self.tls, replica_of=self.url)
             try:
                 if op == "load":
                     client.load_model(name, client_timeout=self.load_timeout)
@@ -353,7 +418,7 @@ class TritonRenderer:
         """Load `name` on each replica of the dns:/// URL that does not have it ready (no reload elsewhere)."""
         missing = []
         for url in replica_urls(self.url):
-            client = self._grpcclient.InferenceServerClient(url)
+            client = inference_client(url, self.tls, replica_of=self.url)
             try:
                 if not client.is_model_ready(name, client_timeout=self.timeout):
                     missing.append(url)

@@ -22,6 +22,13 @@ Server flags: explicit model control, gRPC / HTTP / metrics bound to `host` (127
 `--backend-directory`/`--cache-directory` of the install, and a unique python-backend shared-memory prefix
 per server (two servers on one machine would otherwise collide in /dev/shm).
 
+TLS (`tls_cert_file` + `tls_key_file`, optional `tls_ca_file`): the gRPC endpoint serves TLS only
+(`--grpc-use-ssl`); with a CA it requires client certificates signed by it (`--grpc-use-ssl-mutual`, unless
+`tls_require_client_cert=False`). tritonserver's HTTP endpoint has no TLS, so it is off with TLS (it would
+be a plaintext way around it); metrics (read-only, no inference) stay as configured. The readiness probe
+of `start` dials with the server's own certificate as client certificate (it then needs the clientAuth
+usage too) and checks Triton's certificate for `tls_server_name`, else the host of `grpc_url`.
+
 Ports given as 0 or None are picked free by binding port 0; if Triton still loses the race for one of
 them, the start is retried with fresh ports.
 """
@@ -227,6 +234,8 @@ class TritonServer:
     environment / AWS_SHARED_CREDENTIALS_FILE of this process).
     Ports: None or 0 picks a free port. `http_port=-1` / `metrics_port=-1` disable that endpoint.
     `workdir` holds the log (`tritonserver.log`); a temporary one is made (and removed on stop) if None.
+    `tls_*`: TLS / mutual TLS of the gRPC endpoint (see the module docstring); `client_tls()` is the
+    matching `TritonTLS` of a client holding the server's own certificate.
     """
 
     def __init__(self, model_repository: str | os.PathLike, *, http_port: int | None = None,
@@ -235,7 +244,24 @@ class TritonServer:
                  install_dir: str | os.PathLike | None = None, load_models: list[str] | tuple[str, ...] = (),
                  startup_timeout: float = 60.0, exit_timeout: int = 10, log_verbose: int = 0,
                  echo_log: bool = False, extra_args: list[str] | tuple[str, ...] = (),
-                 extra_pythonpath: list[str] | tuple[str, ...] = ()) -> None:
+                 extra_pythonpath: list[str] | tuple[str, ...] = (), tls_cert_file: str | os.PathLike = "",
+                 tls_key_file: str | os.PathLike = "", tls_ca_file: str | os.PathLike = "",
+                 tls_require_client_cert: bool = True, tls_server_name: str = "") -> None:
+        self.tls_cert_file, self.tls_key_file, self.tls_ca_file = (
+            str(pathlib.Path(f).resolve()) if f else "" for f in (tls_cert_file, tls_key_file, tls_ca_file))
+        self.tls_require_client_cert = tls_require_client_cert
+        self.tls_server_name = tls_server_name
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file must be given together")
+        if self.tls_ca_file and not self.tls_cert_file:
+            raise ValueError("tls_ca_file needs tls_cert_file and tls_key_file (the server's certificate)")
+        for f in (self.tls_cert_file, self.tls_key_file, self.tls_ca_file):
+            if f and not pathlib.Path(f).is_file():
+                raise ValueError(f"no such file {f!r}")
+        if self.tls_cert_file:
+            if http_port is not None and http_port > 0:
+                raise ValueError("tritonserver's HTTP endpoint has no TLS: use http_port=-1 with tls_cert_file")
+            http_port = -1
         # a local directory, or a URL tritonserver reads itself (s3://..., Triton's S3 forms; AWS_* env)
         self.model_repository: pathlib.Path | str = (
             str(model_repository) if "://" in str(model_repository) else pathlib.Path(model_repository).resolve())
@@ -298,6 +324,24 @@ class TritonServer:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
+    @property
+    def tls_mode(self) -> str:
+        """'off', 'tls' or 'mtls' (client certificates required)."""
+        if not self.tls_cert_file:
+            return "off"
+        return "mtls" if self.tls_ca_file and self.tls_require_client_cert else "tls"
+
+    def client_tls(self):
+        """The `TritonTLS` of a client that trusts `tls_ca_file` and presents the server's own certificate
+        (the readiness probe); None without TLS."""
+        if not self.tls_cert_file:
+            return None
+        from reenact.tritonserve.client import TritonTLS
+
+        mutual = self.tls_mode == "mtls"
+        return TritonTLS(root_cert_file=self.tls_ca_file, cert_file=self.tls_cert_file if mutual else "",
+                         key_file=self.tls_key_file if mutual else "", server_name=self.tls_server_name)
+
     def log_tail(self, n: int = 40) -> str:
         return "".join(list(self._tail)[-n:])
 
@@ -326,6 +370,13 @@ class TritonServer:
                     f"--metrics-port={self.ports['metrics']}"]
         else:
             cmd += ["--allow-metrics=false"]
+        if self.tls_cert_file:
+            cmd += ["--grpc-use-ssl=true", f"--grpc-server-cert={self.tls_cert_file}",
+                    f"--grpc-server-key={self.tls_key_file}"]
+            if self.tls_ca_file:
+                cmd += [f"--grpc-root-cert={self.tls_ca_file}"]
+            if self.tls_mode == "mtls":
+                cmd += ["--grpc-use-ssl-mutual=true"]
         cmd += [f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
                 f"--exit-timeout-secs={self.exit_timeout}",
                 f"--log-verbose={self.log_verbose}"]
@@ -400,10 +451,10 @@ class TritonServer:
         proc.stdout.close()
 
     def _wait_ready(self, timeout: float) -> None:
-        import tritonclient.grpc as grpcclient
+        from reenact.tritonserve.client import inference_client
 
         deadline = time.monotonic() + timeout
-        client = grpcclient.InferenceServerClient(self.grpc_url)
+        client = inference_client(self.grpc_url, self.client_tls())
         try:
             while True:
                 if self.proc.poll() is not None:
@@ -488,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
                                  description="Run tritonserver (from the nvidia-pytriton wheel) in the foreground.")
     ap.add_argument("--model-repository", required=True)
     ap.add_argument("--grpc-port", type=int, default=0, help="0: pick a free port")
-    ap.add_argument("--http-port", type=int, default=0, help="0: pick a free port, -1: no HTTP")
+    ap.add_argument("--http-port", type=int, default=0, help="0: pick a free port, -1: no HTTP (always off with TLS)")
     ap.add_argument("--metrics-port", type=int, default=0, help="0: pick a free port, -1: no metrics")
     ap.add_argument("--host", default="127.0.0.1", help="bind address of all endpoints")
     ap.add_argument("--workdir", default=None)
@@ -497,6 +548,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--startup-timeout", type=float, default=120.0)
     ap.add_argument("--log-verbose", type=int, default=0)
     ap.add_argument("--prepare-only", action="store_true", help="prepare the install and exit")
+    ap.add_argument("--tls-cert-file", default="", help="PEM certificate chain: the gRPC endpoint serves TLS only "
+                    "(HTTP is then off: it has no TLS)")
+    ap.add_argument("--tls-key-file", default="", help="PEM private key of --tls-cert-file")
+    ap.add_argument("--tls-ca-file", default="", help="PEM CA bundle: clients must present a certificate it signed")
+    ap.add_argument("--tls-require-client-cert", default="true", choices=("true", "false"),
+                    help="with --tls-ca-file: refuse clients without a valid certificate (mutual TLS)")
+    ap.add_argument("--tls-server-name", default="",
+                    help="name the readiness probe checks the certificate for (default: the --host)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.prepare_only:
@@ -505,7 +564,10 @@ def main(argv: list[str] | None = None) -> int:
     server = TritonServer(args.model_repository, grpc_port=args.grpc_port, http_port=args.http_port,
                           metrics_port=args.metrics_port, host=args.host, workdir=args.workdir,
                           install_dir=args.install_dir, load_models=args.load_model,
-                          startup_timeout=args.startup_timeout, log_verbose=args.log_verbose, echo_log=True)
+                          startup_timeout=args.startup_timeout, log_verbose=args.log_verbose, echo_log=True,
+                          tls_cert_file=args.tls_cert_file, tls_key_file=args.tls_key_file,
+                          tls_ca_file=args.tls_ca_file, tls_require_client_cert=args.tls_require_client_cert == "true",
+                          tls_server_name=args.tls_server_name)
     stopping = threading.Event()
 
     def on_signal(signum, _frame):
@@ -520,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     except TritonStartError as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    print(json.dumps({"ready": True, "grpc": server.grpc_url, "http": server.http_url,
+    print(json.dumps({"ready": True, "grpc": server.grpc_url, "tls": server.tls_mode, "http": server.http_url,
                       "metrics": server.metrics_url, "pid": server.pid, "log": str(server.log_path),
                       "startup_s": round(server.startup_s or 0.0, 2)}), flush=True)
     code = server.wait()

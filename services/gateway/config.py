@@ -17,6 +17,8 @@ class GatewayConfig(ServiceConfig):
     trainer_address: str = option("127.0.0.1:50052", "trainer service gRPC address (host:port)")
     optimizer_address: str = option("127.0.0.1:50053", "optimizer service gRPC address (host:port)")
     triton_url: str = option("127.0.0.1:8001", "Triton gRPC address (host:port) serving gen_<person>")
+    triton_tls: bool = option(False, "TLS to Triton: tls_cert_file/tls_key_file as client certificate, Triton's "
+                                     "certificate checked against tls_ca_file (for tls_server_name if set)")
     model_repository: str = option("", "Triton model repository directory shared with the trainer: DeletePerson "
                                        "removes gen_<person> from it (empty = only unload the model)")
     default_profile: str = option("", "profile of an enrollment whose header names none ('' = the trainer's choice)")
@@ -52,6 +54,9 @@ class GatewayConfig(ServiceConfig):
             raise ValueError(f"default_profile must be one of {PROFILES}, got {self.default_profile!r}")
         self._validate_limits()
         self._validate_pipeline()
+        from reenact.runtime import tls
+
+        tls.validate_triton(self)
         if self.api_keys_file:
             from pathlib import Path
 

@@ -93,9 +93,10 @@ class Peers:
         self._health = {name: health_pb2_grpc.HealthStub(ch) for name, ch in self.channels.items()}
         self.triton_url = triton_url
         if renderer is None:
-            from reenact.tritonserve.client import TritonRenderer
+            from reenact.tritonserve.client import TritonRenderer, TritonTLS
 
-            renderer = TritonRenderer(triton_url, timeout=timeout)
+            renderer = TritonRenderer(triton_url, timeout=timeout,
+                                      tls=TritonTLS.from_config(tls_config) if tls_config is not None else None)
         self.renderer = renderer
         self.timeout = timeout
 

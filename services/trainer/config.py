@@ -15,6 +15,8 @@ class TrainerConfig(StoreDeviceConfig):
                                    "prefix) or file:///dir (staged, then published by one config.pbtxt write)")
     triton_url: str = option("", "Triton gRPC address (host:port) to load gen_<person> into after publishing; "
                                  "dns:///host:port (a headless Service) loads on every replica; empty = do not load")
+    triton_tls: bool = option(False, "TLS to Triton: tls_cert_file/tls_key_file as client certificate, Triton's "
+                                     "certificate checked against tls_ca_file (for tls_server_name if set)")
     checkpoint_every_s: float = option(120.0, "seconds between training checkpoints (resume after a restart)")
     progress_persist_s: float = option(5.0, "at most one job-record write per this many seconds of progress")
     keep_checkpoints: bool = option(False, "keep jobs/<job_id>/ckpt/ after a job ends (debugging)")
@@ -33,6 +35,9 @@ class TrainerConfig(StoreDeviceConfig):
         elif "://" in self.model_repository and not self.model_repository.startswith("file:///"):
             raise ValueError(f"model_repository: use a directory, s3://... or file:///..., "
                              f"got {self.model_repository!r}")
+        from reenact.runtime import tls
+
+        tls.validate_triton(self)
         if self.checkpoint_every_s <= 0:
             raise ValueError("checkpoint_every_s must be > 0")
         if self.progress_persist_s < 0:
