@@ -13,7 +13,9 @@
 
 The gateway address comes from --address, else $REENACT_ADDRESS, else the state file of a stack started
 with `reenact up --detach` (in --workdir, default $REENACT_WORKDIR or ./.reenact). API key: --api-key or
-$REENACT_API_KEY. --json prints machine-readable output.
+$REENACT_API_KEY. TLS: --tls (system roots), --tls-ca FILE (the gateway's CA, env $REENACT_TLS_CA), and for
+a gateway that requires client certificates --tls-cert FILE --tls-key FILE ($REENACT_TLS_CERT,
+$REENACT_TLS_KEY). --json prints machine-readable output.
 
 Exit codes: 0 ok; 1 the job or check failed (or was cancelled); 2 bad usage or INVALID_ARGUMENT;
 3 NOT_FOUND; 4 UNAVAILABLE / DEADLINE_EXCEEDED; 5 UNAUTHENTICATED / PERMISSION_DENIED;
@@ -357,7 +359,8 @@ def _client(ns):
 
     timeout = getattr(ns, "timeout", None)
     return Client(_address(ns), api_key=getattr(ns, "api_key", None), tls=bool(getattr(ns, "tls", False)),
-                  root_certificates=getattr(ns, "ca_cert", None),
+                  root_certificates=getattr(ns, "ca_cert", None), certificate_chain=getattr(ns, "tls_cert", None),
+                  private_key=getattr(ns, "tls_key", None),
                   **({"timeout": timeout} if timeout is not None else {}))
 
 
@@ -492,7 +495,9 @@ def cmd_status(ns) -> int:
         address = None
     info = {"state_file": str(_state_path(ns)) if state else None, "stack": state, "gateway": address}
     if address:
-        info["gateway_health"] = _health(address) if not getattr(ns, "tls", False) else "unknown (TLS)"
+        uses_tls = any(getattr(ns, k, None) for k in ("tls", "ca_cert", "tls_cert", "tls_key")) or any(
+            os.environ.get(k) for k in ("REENACT_TLS_CA", "REENACT_TLS_CERT", "REENACT_TLS_KEY"))
+        info["gateway_health"] = _health(address) if not uses_tls else "unknown (TLS)"
         if info["gateway_health"] == "SERVING" or info["gateway_health"].startswith("UNKNOWN"):
             with _client(ns) as cl:
                 info["persons"] = len(cl.list_persons())
@@ -1159,8 +1164,12 @@ def _common_parser() -> argparse.ArgumentParser:
     g.add_argument("--address", default=sup, help="gateway host:port (env REENACT_ADDRESS; default: the "
                                                   "detached local stack's gateway)")
     g.add_argument("--api-key", default=sup, help="API key sent as a Bearer token (env REENACT_API_KEY)")
-    g.add_argument("--tls", action="store_true", default=sup, help="use TLS (system roots unless --ca-cert)")
-    g.add_argument("--ca-cert", default=sup, help="PEM file of the CA that signed the gateway's certificate")
+    g.add_argument("--tls", action="store_true", default=sup, help="use TLS (system roots unless --tls-ca)")
+    g.add_argument("--tls-ca", "--ca-cert", dest="ca_cert", default=sup,
+                   help="PEM file of the CA that signed the gateway's certificate (env REENACT_TLS_CA; implies TLS)")
+    g.add_argument("--tls-cert", default=sup, help="PEM client certificate chain, for a gateway that requires "
+                                                   "client certificates (env REENACT_TLS_CERT; with --tls-key)")
+    g.add_argument("--tls-key", default=sup, help="PEM private key of --tls-cert (env REENACT_TLS_KEY)")
     g.add_argument("--timeout", type=float, default=sup, help="deadline of unary calls in seconds (default 30)")
     g.add_argument("--workdir", default=sup, help="local stack folder (env REENACT_WORKDIR; default ./.reenact)")
     g.add_argument("--json", action="store_true", default=sup, help="machine-readable JSON output")

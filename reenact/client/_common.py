@@ -22,6 +22,8 @@ RAW_FRAME_LIMIT = 8 << 20        # frames larger than this as RGB8 are sent as P
 USER_AGENT = "reenact-python/0.1"
 ADDRESS_ENV = "REENACT_ADDRESS"
 API_KEY_ENV = "REENACT_API_KEY"
+# TLS files (PEM paths) when the arguments are not given: the gateway's CA, the client certificate and key
+TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV = "REENACT_TLS_CA", "REENACT_TLS_CERT", "REENACT_TLS_KEY"
 
 # Default deadlines, seconds (None = no deadline). Every method takes `timeout=` to override.
 DEFAULT_TIMEOUT = 30.0           # unary calls
@@ -80,11 +82,36 @@ def channel_options(extra: Iterable[tuple[str, object]] = ()) -> list[tuple[str,
             ("grpc.primary_user_agent", USER_AGENT), *extra]
 
 
-def tls_credentials(root_certificates: bytes | str | os.PathLike | None) -> grpc.ChannelCredentials:
-    if root_certificates is not None and not isinstance(root_certificates, bytes):
-        with open(root_certificates, "rb") as fh:
-            root_certificates = fh.read()
-    return grpc.ssl_channel_credentials(root_certificates=root_certificates)
+Pem = bytes | str | os.PathLike | None
+
+
+def _pem(value: Pem) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    with open(value, "rb") as fh:
+        return fh.read()
+
+
+def tls_credentials(root_certificates: Pem, private_key: Pem = None,
+                    certificate_chain: Pem = None) -> grpc.ChannelCredentials:
+    """TLS channel credentials: the CA of the gateway's certificate (None = system roots) and, for a gateway
+    that requires client certificates (mTLS), this client's certificate chain and private key."""
+    if (private_key is None) != (certificate_chain is None):
+        raise ValueError("a client certificate needs both certificate_chain and private_key")
+    return grpc.ssl_channel_credentials(root_certificates=_pem(root_certificates), private_key=_pem(private_key),
+                                        certificate_chain=_pem(certificate_chain))
+
+
+def resolve_tls(tls: bool, root_certificates: Pem, certificate_chain: Pem,
+                private_key: Pem) -> grpc.ChannelCredentials | None:
+    """Credentials of the client's channel, None = plaintext. Arguments not given come from $REENACT_TLS_CA,
+    $REENACT_TLS_CERT and $REENACT_TLS_KEY (paths); any of them (or tls=True) makes the channel TLS."""
+    root_certificates = root_certificates if root_certificates is not None else os.environ.get(TLS_CA_ENV) or None
+    certificate_chain = certificate_chain if certificate_chain is not None else os.environ.get(TLS_CERT_ENV) or None
+    private_key = private_key if private_key is not None else os.environ.get(TLS_KEY_ENV) or None
+    if not (tls or root_certificates is not None or certificate_chain is not None or private_key is not None):
+        return None
+    return tls_credentials(root_certificates, private_key, certificate_chain)
 
 
 def new_request_id(prefix: str = "req") -> str:

@@ -43,6 +43,8 @@ class AsyncClient:
 
     def __init__(self, address: str | None = None, *, api_key: str | None = None, tls: bool = False,
                  root_certificates: bytes | str | os.PathLike | None = None,
+                 certificate_chain: bytes | str | os.PathLike | None = None,
+                 private_key: bytes | str | os.PathLike | None = None,
                  timeout: float | None = c.DEFAULT_TIMEOUT, retry: c.RetryPolicy | None = None,
                  options: Iterable[tuple[str, object]] = (), channel: grpc.aio.Channel | None = None) -> None:
         self.address = c.resolve_address(address) if channel is None else (address or "")
@@ -51,8 +53,8 @@ class AsyncClient:
         self.retry = retry or c.RetryPolicy()
         if channel is not None:
             self._channel, self._owns_channel = channel, False
-        elif tls or root_certificates is not None:
-            self._channel = grpc.aio.secure_channel(self.address, c.tls_credentials(root_certificates),
+        elif (creds := c.resolve_tls(tls, root_certificates, certificate_chain, private_key)) is not None:
+            self._channel = grpc.aio.secure_channel(self.address, creds,
                                                     options=c.channel_options(options))
             self._owns_channel = True
         else:

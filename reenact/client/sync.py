@@ -36,13 +36,17 @@ class Client:
 
     address: "host:port" (default $REENACT_ADDRESS). api_key: sent as "authorization: Bearer <key>"
     (default $REENACT_API_KEY). tls / root_certificates: TLS channel (root_certificates: PEM bytes or a
-    path; None = the system roots). timeout: default deadline of unary calls in seconds. retry: backoff
+    path; None = the system roots). certificate_chain + private_key (PEM bytes or paths): the client
+    certificate of mutual TLS (a gateway started with --tls-ca-file requires one). Not given, they come
+    from $REENACT_TLS_CA / $REENACT_TLS_CERT / $REENACT_TLS_KEY; any of them means TLS. timeout: default deadline of unary calls in seconds. retry: backoff
     policy of idempotent calls (get/list/cancel, WatchJob reconnects, Enroll with its request_id);
     Reenact and DeletePerson are never retried.
     """
 
     def __init__(self, address: str | None = None, *, api_key: str | None = None, tls: bool = False,
                  root_certificates: bytes | str | os.PathLike | None = None,
+                 certificate_chain: bytes | str | os.PathLike | None = None,
+                 private_key: bytes | str | os.PathLike | None = None,
                  timeout: float | None = c.DEFAULT_TIMEOUT, retry: c.RetryPolicy | None = None,
                  options: Iterable[tuple[str, object]] = (), channel: grpc.Channel | None = None) -> None:
         self.address = c.resolve_address(address) if channel is None else (address or "")
@@ -51,8 +55,8 @@ class Client:
         self.retry = retry or c.RetryPolicy()
         if channel is not None:
             self._channel, self._owns_channel = channel, False
-        elif tls or root_certificates is not None:
-            self._channel = grpc.secure_channel(self.address, c.tls_credentials(root_certificates),
+        elif (creds := c.resolve_tls(tls, root_certificates, certificate_chain, private_key)) is not None:
+            self._channel = grpc.secure_channel(self.address, creds,
                                                 options=c.channel_options(options))
             self._owns_channel = True
         else:
