@@ -246,6 +246,109 @@ def test_metrics_endpoint(rig):
     assert "reenact_gateway_upload_bytes_total" in text
 
 
+# ------------------------------------------------------------------- Reenact: driving video limits
+
+LIMITED = "limited"  # a committed person version (anchors only) + a tiny gen_limited in Triton: passes the header
+
+
+class PeerSpy:
+    """Wraps a peer stub; records every method called on it (the pipeline's TrackFrames / Optimize)."""
+
+    def __init__(self, stub, name: str, calls: list) -> None:
+        self._stub, self._name, self._calls = stub, name, calls
+
+    def __getattr__(self, attr):
+        method = getattr(self._stub, attr)
+
+        def call(*args, **kw):
+            self._calls.append(f"{self._name}.{attr}")
+            return method(*args, **kw)
+
+        return call
+
+
+@pytest.fixture(scope="module")
+def limited_person(rig):
+    """A person the Reenact header accepts without an enrollment: v1 with anchors.pt (w_dim 32) and a tiny
+    generator exported as gen_limited into the rig's model repository (the gateway loads it on use)."""
+    import io
+
+    import torch
+
+    from reenact.models.checkpoint import save_generator
+    from reenact.store import PersonRepository
+    from reenact.tritonserve.repository import export_generator_model
+    from tests.integration.test_triton import tiny_generator
+
+    G = tiny_generator(0)
+    buf = io.BytesIO()
+    torch.save({"anchor_w": torch.randn(6, G.w_dim)}, buf)
+    writer = PersonRepository(rig["store"]).begin_version(LIMITED)
+    writer.put_bytes("anchors.pt", buf.getvalue())
+    writer.commit({"resolution": 32})
+    ckpt = save_generator(rig["root"] / "limited_g.pt", G, provenance={"source": "test_gateway"})
+    export_generator_model(rig["root"] / "model_repository", LIMITED, ckpt, max_batch_size=4, device="cpu")
+    return LIMITED
+
+
+@pytest.fixture()
+def spied_peers(rig, monkeypatch):
+    peers, calls = rig["gateway"].servicer.peers, []
+    for name in ("landmarks", "optimizer"):
+        monkeypatch.setattr(peers, name, PeerSpy(getattr(peers, name), name, calls))
+    return calls
+
+
+def reenact_video(rig, person_id: str, chunks, timeout=60):
+    def requests():
+        yield g.ReenactRequest(header=g.ReenactHeader(person_id=person_id))
+        for c in chunks:
+            yield g.ReenactRequest(chunk=types_pb2.VideoChunk(data=c))
+    return list(rig["stub"].Reenact(requests(), timeout=timeout))
+
+
+def _frames(n: int, side: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(n)
+    return [rng.integers(0, 256, (side, side, 3), dtype=np.uint8) for _ in range(n)]
+
+
+@pytest.mark.parametrize("case", ["oversized", "too-large-frames", "too-many-frames", "too-long"])
+def test_reenact_driving_video_over_the_limits_is_refused_before_any_work(rig, limited_person, spied_peers,
+                                                                           monkeypatch, case):
+    """The driving video of Reenact goes through the same validate_video as a self-scan: INVALID_ARGUMENT
+    (field `chunk`) before the landmarks or optimizer stream starts; nothing is stored."""
+    import dataclasses
+
+    servicer = rig["gateway"].servicer
+    limits = {"too-large-frames": {"max_side": 48}, "too-many-frames": {"max_frames": 5},
+              "too-long": {"max_duration_s": 2.0}}.get(case, {})
+    monkeypatch.setattr(servicer, "cfg", dataclasses.replace(servicer.cfg, **limits))
+    if case == "oversized":  # the rig's --max-video-mb is 2: refused while the third MiB arrives
+        chunks = [bytes(MIB)] * 3
+    else:
+        video = {"too-large-frames": lambda: encode_video(_frames(4, 64), 30),
+                 "too-many-frames": lambda: encode_video(_frames(8, 32), 30),
+                 "too-long": lambda: encode_video(_frames(6, 32), 2)}[case]()
+        chunks = [video]
+    err = rpc_error(lambda: reenact_video(rig, limited_person, chunks))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert details_of(err)["violations"][0][0] == "chunk"
+    want = {"oversized": "exceeds the limit of 2097152 bytes", "too-large-frames": "64x64 exceeds the limit of 48x48",
+            "too-many-frames": "the limit of 5", "too-long": "exceeds the limit of 2 s"}[case]
+    assert want in err.details(), err.details()
+    assert spied_peers == []  # no TrackFrames, no Optimize
+    assert rig["store"].list("reenactments") == []
+
+
+def test_reenact_driving_video_within_the_limits_reaches_the_peers(rig, limited_person, spied_peers):
+    """Control for the test above: a valid driving video does start the landmarks and optimizer streams (the
+    optimizer is down at this point: UNAVAILABLE), and a failed stream stores nothing either."""
+    err = rpc_error(lambda: reenact_video(rig, limited_person, [encode_video(_frames(3, 32), 30)]))
+    assert err.code() == grpc.StatusCode.UNAVAILABLE and "optimizer" in err.details()
+    assert {"landmarks.TrackFrames", "optimizer.Optimize"} <= set(spied_peers)
+    assert rig["store"].list("reenactments") == []
+
+
 def test_trainer_down_is_unavailable_and_leaves_no_upload(rig, face_video):
     """Last: stops the trainer. A valid scan passes every check, then CreateJob fails: the upload is removed."""
     rig["trainer"].stop(drain_seconds=0.5, grace_seconds=0)
