@@ -194,6 +194,8 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
         self.registry = PersonRegistry(store)
         self.anchors = AnchorCache(self.registry.repo)
         self._lock = threading.Lock()
+        self._enroll_lock = threading.Lock()
+        self._enroll_claims: dict[str, dict[str, int]] = {}  # person id -> {tenant: Enroll calls in flight}
         self._slots = StreamSlots("streams", lambda: self.cfg.max_streams, lambda: self.cfg.retry_after_s,
                                   self.metrics.active_streams)
         self._key_streams = KeyStreams(lambda: self.cfg.retry_after_s)
@@ -257,19 +259,45 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
                                               f"at most {127 - len(p.tenant)} characters for this API key")
         return scoped
 
-    def _check_enroll_target(self, person_id: str) -> None:
-        """Enrolling `person_id`: it must be new or this tenant's; a new one must fit the persons quota."""
+    @contextlib.contextmanager
+    def _enroll_target(self, person_id: str):
+        """Hold `person_id` as an enrollment target of the caller's tenant while its Enroll call runs.
+
+        It must be new or this tenant's; a new one must fit the persons quota, counting the new persons of
+        this tenant whose Enroll calls are still uploading (reserved here until their registry record is
+        written), so that concurrent enrollments cannot pass the quota together, and two tenants cannot
+        both claim one new id. The reservations are this gateway process's: with several gateway replicas
+        the quota can still be passed by (replicas - 1) persons at most.
+        """
         p = current_principal()
-        rec = self.registry.get(person_id)
-        exists = rec is not None or bool(self.registry.repo.versions(person_id))
-        if exists and not p.sees_all and (rec is None or rec.owner != p.tenant):
-            # person ids are one namespace for all tenants: the only place where another tenant's id shows
-            raise AlreadyExistsError(f"person id {person_id!r} is taken; choose another", reason="PERSON_ID_TAKEN")
-        if not exists and p.max_persons > 0:
-            owned = len(self.registry.owned_by(p.tenant))
-            if owned >= p.max_persons:
-                raise ExhaustedError(f"tenant {p.tenant!r} has {owned} persons, its API key allows "
-                                     f"{p.max_persons}; delete one first", reason="PERSON_QUOTA")
+        with self._enroll_lock:
+            rec = self.registry.get(person_id)
+            exists = rec is not None or bool(self.registry.repo.versions(person_id))
+            claims = self._enroll_claims.get(person_id, {})
+            taken = (exists and (rec is None or rec.owner != p.tenant)) or any(t != p.tenant for t in claims)
+            if taken and not p.sees_all:
+                # person ids are one namespace for all tenants: the only place where another tenant's id shows
+                raise AlreadyExistsError(f"person id {person_id!r} is taken; choose another",
+                                         reason="PERSON_ID_TAKEN")
+            if not exists and p.tenant not in claims and p.max_persons > 0:
+                pending = {pid for pid, by in self._enroll_claims.items() if p.tenant in by}
+                owned = set(self.registry.owned_by(p.tenant)) | pending
+                if len(owned) >= p.max_persons:
+                    raise ExhaustedError(f"tenant {p.tenant!r} has {len(owned)} persons (enrolled or being "
+                                         f"enrolled), its API key allows {p.max_persons}; delete one first",
+                                         reason="PERSON_QUOTA")
+            by = self._enroll_claims.setdefault(person_id, {})
+            by[p.tenant] = by.get(p.tenant, 0) + 1
+        try:
+            yield
+        finally:
+            with self._enroll_lock:
+                by = self._enroll_claims.get(person_id, {})
+                by[p.tenant] -= 1
+                if by[p.tenant] <= 0:
+                    del by[p.tenant]
+                if not by:
+                    self._enroll_claims.pop(person_id, None)
 
     def _md(self):
         rid = request_id_var.get()
@@ -304,8 +332,6 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
     # ------------------------------------------------------------------------------------ enrollment
 
     def Enroll(self, request_iterator, context) -> gateway_pb2.EnrollResponse:
-        from reenact.video import validate_video
-
         reqs = client_requests(request_iterator, context)
         first = next(reqs, None)
         if first is None or first.WhichOneof("kind") != "header":
@@ -317,7 +343,12 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
             raise InvalidInputError("; ".join(f"{v.field}: {v.description}" for v in bad), violations=bad)
         trainer_request_id = self._scoped_request_id(h.request_id)
         person_id = h.person_id or assigned_person_id(trainer_request_id)
-        self._check_enroll_target(person_id)
+        with self._enroll_target(person_id):
+            return self._enroll(h, reqs, person_id, trainer_request_id)
+
+    def _enroll(self, h, reqs, person_id: str, trainer_request_id: str) -> gateway_pb2.EnrollResponse:
+        from reenact.video import validate_video
+
         with _Spool(self.cfg, self.metrics) as spool:
             for req in reqs:
                 if req.WhichOneof("kind") != "chunk":

@@ -39,6 +39,8 @@ KEYS = {  # key_id: (tenant, quotas)
     "globex-1": ("globex", {}),
     "admin-1": ("ops", {"admin": True}),
     "limited": ("small", {"max_persons": 1, "max_streams": 1}),
+    "one-person": ("solo", {"max_persons": 1}),
+    "initech-1": ("initech", {}),
     "slow": ("slow", {"requests_per_minute": 3}),
     "revoked": ("acme", {"disabled": True}),
 }
@@ -284,6 +286,42 @@ def test_person_quota(rig, small_video):
     assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and details_of(err)["reason"] == "PERSON_QUOTA"
     # a new version of an owned person is not a new person
     assert enroll(rig, "limited", small_video, request_id="q3", person_id="quota-one").created
+
+
+def test_concurrent_enrollments_cannot_pass_the_person_quota_together(rig, small_video):
+    """Two Enroll calls of one tenant (quota 1 person), the second while the first is still uploading:
+    the second is refused (PERSON_QUOTA); once the first is recorded the tenant owns exactly one person.
+    Also a new id being enrolled by one tenant is taken for another tenant meanwhile."""
+    stub, gate = rig["stub"], threading.Event()
+
+    def slow_requests():
+        yield g.EnrollRequest(header=g.EnrollHeader(request_id="race-1", person_id="race-first"))
+        assert gate.wait(20)  # the header is in: the gateway holds "race-first" while we wait here
+        for i in range(0, len(small_video), 1 << 20):
+            yield g.EnrollRequest(chunk=types_pb2.VideoChunk(data=small_video[i:i + (1 << 20)]))
+
+    with futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(stub.Enroll, slow_requests(), metadata=md("one-person"), timeout=30)
+        deadline = time.monotonic() + 10
+        while "race-first" not in rig["gateway"].servicer._enroll_claims and time.monotonic() < deadline:
+            time.sleep(0.02)
+        try:
+            err = rpc_error(lambda: enroll(rig, "one-person", small_video, request_id="race-2",
+                                           person_id="race-second"))
+            assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and details_of(err)["reason"] == "PERSON_QUOTA"
+            err = rpc_error(lambda: enroll(rig, "initech-1", small_video, request_id="race-3",
+                                           person_id="race-first"))
+            assert err.code() == grpc.StatusCode.ALREADY_EXISTS and details_of(err)["reason"] == "PERSON_ID_TAKEN"
+        finally:
+            gate.set()
+        assert first.result(timeout=30).created
+    persons = stub.ListPersons(g.ListPersonsRequest(), metadata=md("one-person"), timeout=10).persons
+    assert [p.person_id for p in persons] == ["race-first"]
+    assert rig["gateway"].servicer._enroll_claims == {}  # reservations are released
+    # a second version of the owned person is still fine, and the quota still holds after the race
+    assert enroll(rig, "one-person", small_video, request_id="race-4", person_id="race-first").created
+    err = rpc_error(lambda: enroll(rig, "one-person", small_video, request_id="race-5", person_id="race-second"))
+    assert details_of(err)["reason"] == "PERSON_QUOTA"
 
 
 def test_rate_limit_has_retry_info(rig):
