@@ -170,10 +170,16 @@ def _code(exc: BaseException) -> str:
     return getattr(code, "name", None) or type(exc).__name__
 
 
-def _timed(frames, sent: dict[int, float]):
-    """The frames, noting when each one is handed to gRPC."""
+def _timed(frames, sent: dict[int, float], pace: float = 0.0, clock=time.monotonic, sleep=time.sleep):
+    """The frames, noting when each one is handed to gRPC. `pace` > 0: frame i is released no earlier than
+    i / pace seconds after the first (a camera at `pace` frames/s); 0: as fast as gRPC takes them."""
+    t0 = clock()
     for i, f in enumerate(frames):
-        sent[i] = time.monotonic()
+        if pace > 0:
+            wait = t0 + i / pace - clock()
+            if wait > 0:
+                sleep(wait)
+        sent[i] = clock()
         yield f
 
 
@@ -185,7 +191,8 @@ def stream_worker(client, person: str, frames, fps: float, args, rec: Recorder, 
         t0 = time.monotonic()
         n = 0
         try:
-            for ev in client.reenact(person, frames=_timed(frames, sent), fps=fps, steps=args.steps, window=args.window,
+            paced = _timed(frames, sent, args.pace)
+            for ev in client.reenact(person, frames=paced, fps=fps, steps=args.steps, window=args.window,
                                      frame_encoding="jpeg", decode=False, timeout=args.call_timeout):
                 now = time.monotonic()
                 if isinstance(ev, Frame):
@@ -250,7 +257,7 @@ def summarize(rec: Recorder, t_start: float, t_end: float, args, extra: dict) ->
     return {
         "window_s": round(window, 1),
         "streams": args.streams, "enrollers": args.enrollers, "frames_per_call": args.frames,
-        "steps": args.steps, "window": args.window,
+        "steps": args.steps, "window": args.window, "pace_fps": args.pace,
         "frames": len(frames), "frames_per_s": round(len(frames) / window, 3),
         "frame_latency_ms": {"p50": _ms(percentile(frames, 50)), "p90": _ms(percentile(frames, 90)),
                              "p99": _ms(percentile(frames, 99)), "max": _ms(max(frames) if frames else None)},
@@ -270,7 +277,8 @@ def summarize(rec: Recorder, t_start: float, t_end: float, args, extra: dict) ->
 def print_report(rep: dict, out=sys.stdout) -> None:
     fl, cl = rep["frame_latency_ms"], rep["call_latency_ms"]
     print(f"window {rep['window_s']} s, {rep['streams']} streams x {rep['frames_per_call']} frames "
-          f"(steps {rep['steps']}), {rep['enrollers']} enrollers", file=out)
+          f"(steps {rep['steps']}), {rep['enrollers']} enrollers, "
+          f"{'paced at ' + str(rep['pace_fps']) + ' frames/s' if rep.get('pace_fps') else 'unpaced'}", file=out)
     print(f"  frames: {rep['frames']} = {rep['frames_per_s']} frames/s; latency p50 {fl['p50']} ms, p90 {fl['p90']} ms,"
           f" p99 {fl['p99']} ms, max {fl['max']} ms", file=out)
     print(f"  calls: {rep['calls']} ok, p50 {cl['p50']} ms, p99 {cl['p99']} ms; reenact error rate "
@@ -300,6 +308,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--enrollers", type=int, default=1, help="concurrent enrollment loops")
     p.add_argument("--frames", type=int, default=16, help="driving frames per Reenact call")
     p.add_argument("--size", type=int, default=0, help="rescale driving frames to this width (0 = 176x144)")
+    p.add_argument("--pace", type=float, default=0.0,
+                   help="send each stream's frames at this rate, frames/s, like a camera (0 = as fast as the "
+                        "stream takes them: throughput mode); frame latency is then what a live caller sees")
     p.add_argument("--steps", type=int, default=4, help="optimizer steps per frame")
     p.add_argument("--window", type=int, default=2, help="optimizer temporal window")
     p.add_argument("--anchors", type=int, default=12, help="enrollment num_anchors")
