@@ -16,6 +16,9 @@ Keys file (`--api-keys-file`, JSON; the secrets themselves are never stored, onl
   max_persons (persons the tenant may own, checked when a key enrolls a new person),
   requests_per_minute (all RPCs of this key; a token bucket with a burst of one minute's worth).
 - admin: sees and touches every person (operators); disabled: the key is refused (UNAUTHENTICATED).
+- read_only: the key may only read (ListPersons, GetPerson, ListJobs, GetJob, WatchJob, ListEditDirections);
+  Enroll, CancelJob, DeletePerson, Reenact and Render are PERMISSION_DENIED (reason KEY_READ_ONLY): the key
+  is known and valid, it is just not allowed to do that (dashboards, monitoring, support staff).
 
 The file is re-read when its modification time changes (checked at most every `RELOAD_CHECK_S` seconds),
 so keys are added or revoked without a restart; a file that stops parsing keeps the previous keys and
@@ -23,7 +26,8 @@ logs an error.
 
 Clients send `authorization: Bearer <key>` (what reenact.client sends) or `x-api-key: <key>`.
 Missing key -> UNAUTHENTICATED (reason API_KEY_MISSING); unknown or disabled -> UNAUTHENTICATED
-(API_KEY_INVALID); over the rate -> RESOURCE_EXHAUSTED (RATE_LIMITED, RetryInfo = time to the next token).
+(API_KEY_INVALID); a read-only key calling a writing RPC -> PERMISSION_DENIED (KEY_READ_ONLY); over the
+rate -> RESOURCE_EXHAUSTED (RATE_LIMITED, RetryInfo = time to the next token).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from reenact.errors import ExhaustedError, UnauthenticatedError
+from reenact.errors import ExhaustedError, PermissionDeniedError, UnauthenticatedError
 from reenact.runtime.auth import Principal
 
 log = logging.getLogger("reenact.gateway.auth")
@@ -72,6 +76,7 @@ class ApiKey:
     requests_per_minute: int = 0
     admin: bool = False
     disabled: bool = False
+    read_only: bool = False
 
     def principal(self) -> Principal:
         return Principal(key_id=self.key_id, tenant=self.tenant, sees_all=self.admin, max_streams=self.max_streams,
@@ -86,7 +91,9 @@ def _int_field(raw: dict, name: str, where: str) -> int:
 
 
 _FIELDS = {"key_id", "tenant", "secret_sha256", "max_streams", "max_persons", "requests_per_minute", "admin",
-           "disabled", "comment"}
+           "disabled", "read_only", "comment"}
+# RPCs that create, change, delete or spend compute: refused to read-only keys
+WRITE_METHODS = frozenset({"Enroll", "CancelJob", "DeletePerson", "Reenact", "Render"})
 
 
 def _parse_entry(raw, where: str) -> ApiKey:
@@ -105,13 +112,14 @@ def _parse_entry(raw, where: str) -> ApiKey:
         raise ValueError(f"{where}: tenant must be 1..32 characters of [a-z0-9-]")
     if not SHA256_RE.fullmatch(digest):
         raise ValueError(f"{where}: secret_sha256 must be 64 hex digits")
-    for flag in ("admin", "disabled"):
+    for flag in ("admin", "disabled", "read_only"):
         if not isinstance(raw.get(flag, False), bool):
             raise ValueError(f"{where}: {flag} must be true or false")
     return ApiKey(key_id=key_id, tenant=tenant, secret_sha256=digest,
                   max_streams=_int_field(raw, "max_streams", where), max_persons=_int_field(raw, "max_persons", where),
                   requests_per_minute=_int_field(raw, "requests_per_minute", where),
-                  admin=bool(raw.get("admin", False)), disabled=bool(raw.get("disabled", False)))
+                  admin=bool(raw.get("admin", False)), disabled=bool(raw.get("disabled", False)),
+                  read_only=bool(raw.get("read_only", False)))
 
 
 def parse_keys(text: str, source: str = "keys file") -> dict[str, ApiKey]:
@@ -232,6 +240,10 @@ class GatewayAuth:
         if wait > 0:
             raise ExhaustedError(f"API key {key.key_id!r} is over its {key.requests_per_minute} requests per minute",
                                  retry_after_s=round(wait, 3), reason="RATE_LIMITED")
+        name = method.rsplit("/", 1)[-1]
+        if key.read_only and name in WRITE_METHODS:
+            raise PermissionDeniedError(f"API key {key.key_id!r} is read-only: {name} is not allowed",
+                                        reason="KEY_READ_ONLY")
         return key.principal()
 
 
@@ -296,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     nk.add_argument("--max-persons", type=int, default=0)
     nk.add_argument("--requests-per-minute", type=int, default=0)
     nk.add_argument("--admin", action="store_true")
+    nk.add_argument("--read-only", action="store_true", help="the key may only read (no Enroll, Reenact, ...)")
     nk.add_argument("--append-to", help="keys file to add the entry to (created when missing)")
     hs = sub.add_parser("hash", help="SHA-256 of a secret read from stdin")
     del hs
@@ -306,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     secret = new_secret()
     entry = {"key_id": ns.key_id, "tenant": ns.tenant, "secret_sha256": hash_secret(secret),
              "max_streams": ns.max_streams, "max_persons": ns.max_persons,
-             "requests_per_minute": ns.requests_per_minute, "admin": ns.admin}
+             "requests_per_minute": ns.requests_per_minute, "admin": ns.admin,
+             **({"read_only": True} if ns.read_only else {})}
     parse_keys(json.dumps({"keys": [entry]}), "new entry")  # validates the names
     if ns.append_to:
         path = Path(ns.append_to)

@@ -41,6 +41,7 @@ KEYS = {  # key_id: (tenant, quotas)
     "limited": ("small", {"max_persons": 1, "max_streams": 1}),
     "one-person": ("solo", {"max_persons": 1}),
     "initech-1": ("initech", {}),
+    "acme-viewer": ("acme", {"read_only": True}),
     "slow": ("slow", {"requests_per_minute": 3}),
     "revoked": ("acme", {"disabled": True}),
 }
@@ -277,6 +278,41 @@ def test_tenants_see_and_touch_only_their_own_persons_and_jobs(rig, small_video)
                           timeout=10).job.state == types_pb2.JOB_STATE_CANCELLED
 
 
+def test_read_only_key_reads_but_writing_rpcs_are_permission_denied(rig, small_video):
+    """UNAUTHENTICATED = who are you?; PERMISSION_DENIED = a valid key that may not do this."""
+    stub = rig["stub"]
+    enroll(rig, "acme-1", small_video, request_id="ro-setup", person_id="acme-ro-person")
+    # reads work and see the tenant's persons
+    persons = stub.ListPersons(g.ListPersonsRequest(), metadata=md("acme-viewer"), timeout=10).persons
+    assert "acme-ro-person" in {p.person_id for p in persons}
+    assert stub.GetPerson(g.GetPersonRequest(person_id="acme-ro-person"), metadata=md("acme-viewer"),
+                          timeout=10).person.person_id == "acme-ro-person"
+    jobs = [j for j in stub.ListJobs(g.ListJobsRequest(), metadata=md("acme-viewer"), timeout=10).jobs
+            if j.person_id == "acme-ro-person"]
+    assert len(jobs) == 1 and jobs[0].state == types_pb2.JOB_STATE_QUEUED
+    header = g.ReenactHeader(person_id="acme-ro-person")
+    writes = {
+        "Enroll": lambda: enroll(rig, "acme-viewer", small_video, request_id="ro-1", person_id="acme-ro-2"),
+        "DeletePerson": lambda: stub.DeletePerson(g.DeletePersonRequest(person_id="acme-ro-person"),
+                                                  metadata=md("acme-viewer"), timeout=10),
+        "CancelJob": lambda: stub.CancelJob(g.CancelJobRequest(job_id=jobs[0].job_id), metadata=md("acme-viewer"),
+                                            timeout=10),
+        "Reenact": lambda: list(stub.Reenact(iter([g.ReenactRequest(header=header)]), metadata=md("acme-viewer"),
+                                             timeout=10)),
+        "Render": lambda: list(stub.Render(g.RenderRequest(person_id="acme-ro-person"), metadata=md("acme-viewer"),
+                                           timeout=10)),
+    }
+    for name, call in writes.items():
+        err = rpc_error(call)
+        assert err.code() == grpc.StatusCode.PERMISSION_DENIED, (name, err.code(), err.details())
+        assert details_of(err)["reason"] == "KEY_READ_ONLY" and name in err.details()
+    # nothing changed: the person is still there, its job not cancelled, no second person
+    assert stub.GetPerson(g.GetPersonRequest(person_id="acme-ro-person"), metadata=md("acme-1"), timeout=10)
+    assert rig["trainer"].jobs[jobs[0].job_id].state == types_pb2.JOB_STATE_QUEUED
+    ids = {p.person_id for p in stub.ListPersons(g.ListPersonsRequest(), metadata=md("acme-1"), timeout=10).persons}
+    assert "acme-ro-2" not in ids and "acme-ro-person" in ids
+
+
 # ----------------------------------------------------------------------------------------------- quotas
 
 
@@ -423,6 +459,7 @@ def test_keys_file_rules_and_reload(tmp_path, monkeypatch):
            {"keys": [{"key_id": "a", "tenant": "T!", "secret_sha256": "0" * 64}]},
            {"keys": [{"key_id": "a", "tenant": "t", "secret_sha256": "xyz"}]},
            {"keys": [{"key_id": "a", "tenant": "t", "secret_sha256": "0" * 64, "max_streams": -1}]},
+           {"keys": [{"key_id": "a", "tenant": "t", "secret_sha256": "0" * 64, "read_only": "yes"}]},
            {"keys": [{"key_id": "a", "tenant": "t", "secret_sha256": "0" * 64},
                      {"key_id": "a", "tenant": "t", "secret_sha256": "1" * 64}]},
            {"nokeys": []}]
@@ -434,6 +471,8 @@ def test_keys_file_rules_and_reload(tmp_path, monkeypatch):
                       "--append-to", str(path)]) == 0
     keys = auth.parse_keys(path.read_text())
     assert [k.key_id for k in keys.values()] == ["k1"] and "rk_" not in path.read_text()
+    assert auth.main(["new-key", "--key-id", "k2", "--tenant", "t1", "--read-only", "--append-to", str(path)]) == 0
+    assert {k.key_id: k.read_only for k in auth.parse_keys(path.read_text()).values()} == {"k1": False, "k2": True}
     write_keys(path, {"acme-1": ("acme", {})})
     kf = auth.KeysFile(path)
     gate = auth.GatewayAuth(kf)
