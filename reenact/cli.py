@@ -755,8 +755,9 @@ def cmd_reenact(ns) -> int:
     try:
         with _client(ns) as cl:
             res = cl.reenact_to_file(ns.person_id, ns.output, frames_dir=ns.frames_dir, paste_back=ns.paste_back,
-                                     edits=edits, steps=ns.steps, window=ns.window,
-                                     person_version=ns.person_version, on_event=progress, **kwargs)
+                                     edits=edits, steps=ns.steps, window=ns.window, motion=ns.motion,
+                                     smoothing_sigma=ns.smoothing, person_version=ns.person_version,
+                                     on_event=progress, **kwargs)
     finally:
         if progress:
             progress.close()
@@ -1250,6 +1251,12 @@ def _add_reenact_commands(sub, common) -> None:
     r.add_argument("--max-frames", type=_positive_int, default=None, help="use only the first N driving frames")
     r.add_argument("--steps", type=int, default=0, help="optimizer steps per frame (0 = server default)")
     r.add_argument("--window", type=int, default=0, help="frames optimized together (0 = server default)")
+    r.add_argument("--motion", choices=["absolute", "relative"], default="",
+                   help="keypoint targets: 'relative' for a driver of another identity (the person's own keypoints "
+                        "moved by the driver's motion); default: the server's ('absolute')")
+    r.add_argument("--smoothing", type=float, default=0.0, metavar="SIGMA",
+                   help="temporal smoothing of the driving landmarks, frames (0 = server defaults; negative = off: "
+                        "with --window 1 no frame waits for later frames)")
     r.add_argument("--person-version", type=int, default=0)
     r.add_argument("--metrics", default=None, help="write per-frame metrics as JSON here")
     r.set_defaults(fn=cmd_reenact)

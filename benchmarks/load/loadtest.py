@@ -193,6 +193,7 @@ def stream_worker(client, person: str, frames, fps: float, args, rec: Recorder, 
         try:
             paced = _timed(frames, sent, args.pace)
             for ev in client.reenact(person, frames=paced, fps=fps, steps=args.steps, window=args.window,
+                                     smoothing_sigma=args.smoothing, motion=args.motion,
                                      frame_encoding="jpeg", decode=False, timeout=args.call_timeout):
                 now = time.monotonic()
                 if isinstance(ev, Frame):
@@ -257,7 +258,8 @@ def summarize(rec: Recorder, t_start: float, t_end: float, args, extra: dict) ->
     return {
         "window_s": round(window, 1),
         "streams": args.streams, "enrollers": args.enrollers, "frames_per_call": args.frames,
-        "steps": args.steps, "window": args.window, "pace_fps": args.pace,
+        "steps": args.steps, "window": args.window, "pace_fps": args.pace, "smoothing_sigma": args.smoothing,
+        "motion": args.motion,
         "frames": len(frames), "frames_per_s": round(len(frames) / window, 3),
         "frame_latency_ms": {"p50": _ms(percentile(frames, 50)), "p90": _ms(percentile(frames, 90)),
                              "p99": _ms(percentile(frames, 99)), "max": _ms(max(frames) if frames else None)},
@@ -277,7 +279,8 @@ def summarize(rec: Recorder, t_start: float, t_end: float, args, extra: dict) ->
 def print_report(rep: dict, out=sys.stdout) -> None:
     fl, cl = rep["frame_latency_ms"], rep["call_latency_ms"]
     print(f"window {rep['window_s']} s, {rep['streams']} streams x {rep['frames_per_call']} frames "
-          f"(steps {rep['steps']}), {rep['enrollers']} enrollers, "
+          f"(steps {rep['steps']}, window {rep['window']}, smoothing {rep.get('smoothing_sigma', 0.0):g}), "
+          f"{rep['enrollers']} enrollers, "
           f"{'paced at ' + str(rep['pace_fps']) + ' frames/s' if rep.get('pace_fps') else 'unpaced'}", file=out)
     print(f"  frames: {rep['frames']} = {rep['frames_per_s']} frames/s; latency p50 {fl['p50']} ms, p90 {fl['p90']} ms,"
           f" p99 {fl['p99']} ms, max {fl['max']} ms", file=out)
@@ -313,6 +316,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "stream takes them: throughput mode); frame latency is then what a live caller sees")
     p.add_argument("--steps", type=int, default=4, help="optimizer steps per frame")
     p.add_argument("--window", type=int, default=2, help="optimizer temporal window")
+    p.add_argument("--smoothing", type=float, default=0.0,
+                   help="Reenact header smoothing_sigma (0 = server defaults; negative = off: with --window 1, "
+                        "live settings without look-ahead)")
+    p.add_argument("--motion", default="", choices=["", "absolute", "relative"], help="Reenact header motion")
     p.add_argument("--anchors", type=int, default=12, help="enrollment num_anchors")
     p.add_argument("--tune-steps", type=int, default=40, help="enrollment tune_steps")
     p.add_argument("--call-timeout", type=float, default=600.0)

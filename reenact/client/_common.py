@@ -200,14 +200,21 @@ def frame_to_proto(index: int, rgb: np.ndarray) -> gateway_pb2.DrivingFrame:
     return gateway_pb2.DrivingFrame(index=index, image=image_to_proto(rgb, enc))
 
 
+MOTIONS = ("", "absolute", "relative")
+
+
 def reenact_header(person_id: str, *, output: str, frame_encoding: str, paste_back: bool, edits,
-                   steps: int, window: int, fps: float, person_version: int) -> gateway_pb2.ReenactHeader:
+                   steps: int, window: int, fps: float, person_version: int, motion: str = "",
+                   smoothing_sigma: float = 0.0) -> gateway_pb2.ReenactHeader:
     if not person_id:
         raise ValueError("person_id is required")
+    if motion not in MOTIONS:
+        raise ValueError(f"motion {motion!r}: one of 'absolute', 'relative' (or '' for the server's default)")
     return gateway_pb2.ReenactHeader(
         person_id=person_id, person_version=int(person_version), output=output_kind(output),
         frame_encoding=image_encoding(frame_encoding), paste_back=bool(paste_back),
-        edits=edits_to_proto(edits), steps=int(steps), window=int(window), fps=float(fps))
+        edits=edits_to_proto(edits), steps=int(steps), window=int(window), fps=float(fps), motion=motion,
+        smoothing_sigma=float(smoothing_sigma))
 
 
 def check_reenact_input(video, frames) -> None:

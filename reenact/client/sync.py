@@ -253,18 +253,23 @@ class Client:
                 frames: Iterable[np.ndarray] | None = None, output: str = "frames", paste_back: bool = False,
                 edits=(), steps: int = 0, window: int = 0, fps: float = 0.0, person_version: int = 0,
                 frame_encoding: str = "png", decode: bool = True, chunk_size: int = c.CHUNK_BYTES,
+                motion: str = "", smoothing_sigma: float = 0.0,
                 timeout: float | None = ...) -> Iterator[ReenactEvent]:
         """Reenact a driving video (path/bytes, streamed in chunks) or RGB frames with a person's generator.
 
         Yields Started, then Frame per driving frame (image None in output="video", which also yields
         VideoChunk pieces of an H.264 mp4), then Summary. edits: Edit, "smile=1.5" or ("smile", 1.5).
-        fps: frame rate of frames= input. Never retried (a reenactment is not idempotent); breaking out
-        of the loop cancels the call.
+        fps: frame rate of frames= input. motion: "relative" for a driver of another identity (the
+        person's own keypoints moved by the driver's motion), "absolute" (the server's default) otherwise.
+        smoothing_sigma: temporal smoothing in frames (0 = server defaults; negative = off: with window=1
+        every frame comes back without waiting for later frames, for live use). Never retried (a
+        reenactment is not idempotent); breaking out of the loop cancels the call.
         """
         c.check_reenact_input(video, frames)
         c.check_chunk_size(chunk_size)
         header = c.reenact_header(person_id, output=output, frame_encoding=frame_encoding, paste_back=paste_back,
-                                  edits=edits, steps=steps, window=window, fps=fps, person_version=person_version)
+                                  edits=edits, steps=steps, window=window, fps=fps, person_version=person_version,
+                                  motion=motion, smoothing_sigma=smoothing_sigma)
         request_id = c.new_request_id()
         req_errors = c.RequestErrors()
         requests = req_errors.wrap(c.reenact_requests(header, video=video, frames=frames, chunk_size=chunk_size))

@@ -65,10 +65,22 @@ class _Stopped(Exception):
     """Internal: the pipeline was stopped while a stage waited."""
 
 
-def required_in_flight(window: int) -> int:
+MOTIONS = ("absolute", "relative")  # the optimizer's keypoint targets ("" = its default, absolute)
+MAX_SMOOTHING_SIGMA = 10.0          # the optimizer's bound on keypoint_sigma (the landmarks service allows 30)
+
+
+def lookahead(sigma: float) -> tuple[int, int]:
+    """Frames of look-ahead of the landmarks and the optimizer smoothing for a header's smoothing_sigma
+    (0 = each stage's default, negative = off)."""
+    lm = LANDMARKS_SIGMA if sigma == 0 else max(sigma, 0.0)
+    opt = OPTIMIZER_SIGMA if sigma == 0 else max(sigma, 0.0)
+    return math.ceil(3 * lm), math.ceil(3 * opt)
+
+
+def required_in_flight(window: int, sigma: float = 0.0) -> int:
     """Frames that must be in flight for the first result to come out (look-aheads + one window)."""
     w = window or DEFAULT_WINDOW
-    return math.ceil(3 * LANDMARKS_SIGMA) + math.ceil(3 * OPTIMIZER_SIGMA) + w + 1
+    return sum(lookahead(sigma)) + w + 1
 
 
 class _Queue:
@@ -124,6 +136,8 @@ class StreamSpec:
     w_dim: int
     crop_size: int
     frame_size: tuple[int, int] | None = None  # (width, height) of the driving frames when known upfront
+    motion: str = ""              # optimizer keypoint targets ("" = default)
+    smoothing_sigma: float = 0.0  # landmarks + optimizer temporal smoothing (0 = defaults, < 0 = off)
 
 
 @dataclass
@@ -297,7 +311,8 @@ class ReenactPipeline:
 
     def _landmark_requests(self) -> Iterator[landmarks_pb2.TrackFramesRequest]:
         yield landmarks_pb2.TrackFramesRequest(config=landmarks_pb2.TrackConfig(
-            crop_size=self.spec.crop_size, return_crop=True, crop_encoding=types_pb2.IMAGE_ENCODING_RGB8))
+            crop_size=self.spec.crop_size, return_crop=True, crop_encoding=types_pb2.IMAGE_ENCODING_RGB8,
+            smoothing_sigma=self.spec.smoothing_sigma))
         try:
             while (item := self.q_frames.get()) is not DONE:
                 index, rgb = item
@@ -334,7 +349,8 @@ class ReenactPipeline:
         s = self.spec
         yield optimizer_pb2.OptimizeRequest(config=optimizer_pb2.OptimizeConfig(
             person_id=s.person_id, person_version=s.version,
-            options=optimizer_pb2.OptimizerOptions(steps=s.steps, window=s.window)))
+            options=optimizer_pb2.OptimizerOptions(steps=s.steps, window=s.window, motion=s.motion,
+                                                   keypoint_sigma=s.smoothing_sigma)))
         try:
             while (target := self.q_targets.get()) is not DONE:
                 with self._lock:
@@ -433,6 +449,7 @@ class ReenactPipeline:
                 "driving_width": (self.frame_size or (0, 0))[0], "driving_height": (self.frame_size or (0, 0))[1],
                 "crop_size": s.crop_size, "resolution": s.resolution, "num_ws": s.num_ws, "w_dim": s.w_dim,
                 "num_anchors": s.anchors.num_anchors, "steps": s.steps, "window": s.window,
+                "motion": s.motion or "absolute", "smoothing_sigma": s.smoothing_sigma,
                 "frames_without_face": self.stats.without_face})
             self.finished = True
             st = self.stats

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import itertools
 import logging
+import math
 import shutil
 import threading
 import time
@@ -48,6 +49,8 @@ from services.gateway.config import GatewayConfig
 from services.gateway.edits import AnchorCache, parse_edits, render_ws
 from services.gateway.peers import Peers, peer_error
 from services.gateway.pipeline import (
+    MAX_SMOOTHING_SIGMA,
+    MOTIONS,
     DrivingSink,
     ReenactPipeline,
     StreamSpec,
@@ -451,8 +454,14 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
             bad.append(FieldViolation("header.frame_encoding", f"unknown image encoding {h.frame_encoding}"))
         if not 0 <= h.steps <= MAX_STEPS:
             bad.append(FieldViolation("header.steps", f"{h.steps} outside 0..{MAX_STEPS} (0 = default)"))
-        if h.window < 0 or required_in_flight(h.window) > self.cfg.max_in_flight:
-            bad.append(FieldViolation("header.window", f"{h.window} outside 0..{self._max_window()} (0 = default)"))
+        if not (math.isfinite(h.smoothing_sigma) and h.smoothing_sigma <= MAX_SMOOTHING_SIGMA):
+            bad.append(FieldViolation("header.smoothing_sigma", f"{h.smoothing_sigma} above {MAX_SMOOTHING_SIGMA:g} "
+                                      "frames (0 = defaults, negative = off)"))
+        elif h.window < 0 or required_in_flight(h.window, h.smoothing_sigma) > self.cfg.max_in_flight:
+            bad.append(FieldViolation("header.window", f"{h.window} outside 0..{self._max_window(h.smoothing_sigma)} "
+                                      "(0 = default) for this smoothing"))
+        if h.motion and h.motion not in MOTIONS:
+            bad.append(FieldViolation("header.motion", f"{h.motion!r}: one of {', '.join(MOTIONS)} (or empty)"))
         if h.fps and not 1 <= h.fps <= 240:
             bad.append(FieldViolation("header.fps", f"{h.fps} outside 1..240 (0 = {DEFAULT_FPS:g})"))
         if h.person_version < 0:
@@ -471,10 +480,11 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
             reenactment_id=new_reenactment_id(), person_id=h.person_id, version=version, anchors=anchors,
             edits=edits, output=h.output or gateway_pb2.OUTPUT_KIND_FRAMES, encoding=encoding,
             paste_back=h.paste_back, steps=h.steps, window=h.window, fps=h.fps or DEFAULT_FPS,
-            resolution=info.height, num_ws=info.num_ws, w_dim=info.w_dim, crop_size=self.cfg.crop_size)
+            resolution=info.height, num_ws=info.num_ws, w_dim=info.w_dim, crop_size=self.cfg.crop_size,
+            motion=h.motion, smoothing_sigma=h.smoothing_sigma)
 
-    def _max_window(self) -> int:
-        return self.cfg.max_in_flight - required_in_flight(1) + 1
+    def _max_window(self, sigma: float = 0.0) -> int:
+        return self.cfg.max_in_flight - required_in_flight(1, sigma) + 1
 
     def _driving_frames(self, first, reqs) -> Iterator[tuple[int, np.ndarray]]:
         """Validated driving frames of a frame-input stream (runs in the pipeline's source thread)."""

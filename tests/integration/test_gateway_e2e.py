@@ -13,6 +13,7 @@ before the deletion.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -204,6 +205,42 @@ def test_reenact_frames_with_paste_back(stub, store, enrolled, driving):
     assert names == sorted(["index.npy", "alpha.npy", "delta.npy", "ws.npy", "affines.npy", "has_face.npy",
                             "driving.video", "meta.json"])
     print(f"reenact {DRIVING_FRAMES} frames (paste-back): {wall:.1f} s")
+
+
+def test_live_settings_return_each_frame_before_the_next_is_sent(stub, store, enrolled, driving):
+    """window 1 + smoothing off (+ relative motion): no stage waits for later frames, so a client can run in
+    lockstep (send frame i, wait for its result, then send frame i+1). With the default smoothing this
+    client would stall: the landmarks and optimizer look-aheads hold frame 0 until later frames arrive."""
+    import queue
+
+    frames, fps = driving
+    got: queue.Queue = queue.Queue()
+    stalled = []
+
+    def lockstep():
+        yield g.ReenactRequest(header=g.ReenactHeader(person_id=PERSON, fps=fps, steps=2, window=1,
+                                                      smoothing_sigma=-1, motion="relative",
+                                                      frame_encoding=types_pb2.IMAGE_ENCODING_RGB8))
+        for i, f in enumerate(frames):
+            yield g.ReenactRequest(frame=g.DrivingFrame(index=i, image=image_to_proto(f, types_pb2.IMAGE_ENCODING_RGB8)))
+            try:
+                assert got.get(timeout=60) == i
+            except queue.Empty:
+                stalled.append(i)
+                return
+
+    out = []
+    for m in stub.Reenact(lockstep(), timeout=TIMEOUT):
+        out.append(m)
+        if m.WhichOneof("kind") == "frame":
+            got.put(m.frame.index)
+    assert stalled == []
+    assert [m.frame.index for m in out if m.WhichOneof("kind") == "frame"] == list(range(DRIVING_FRAMES))
+    summary = out[-1].summary
+    assert summary.frames == DRIVING_FRAMES and 0 < summary.mean_keypoint_error < 1
+    meta_key = [k for k in reenactment_keys(store, out[0].started.reenactment_id) if k.endswith("/meta.json")]
+    meta = json.loads(store.get_bytes(meta_key[0]))
+    assert (meta["motion"], meta["smoothing_sigma"], meta["window"]) == ("relative", -1.0, 1)
 
 
 @pytest.fixture(scope="module")

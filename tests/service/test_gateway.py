@@ -223,6 +223,22 @@ def test_reenact_bad_header(rig):
         "header.fps", "header.window", "header.output", "header.person_version"}
     err = rpc_error(lambda: list(stub.Reenact(iter([g.ReenactRequest(frame=g.DrivingFrame(index=0))]), timeout=30)))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and details_of(err)["violations"][0][0] == "header"
+    err = rpc_error(lambda: list(stub.Reenact(iter([g.ReenactRequest(header=g.ReenactHeader(
+        person_id="nobody", motion="sideways", smoothing_sigma=50))]), timeout=30)))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert {f for f, _ in details_of(err)["violations"]} == {"header.motion", "header.smoothing_sigma"}
+    # smoothing off frees the look-ahead: a window too large with the default smoothing fits without it
+    cfg = rig["gateway"].servicer.cfg
+    from services.gateway.pipeline import required_in_flight
+
+    w = cfg.max_in_flight - required_in_flight(1, -1.0) + 1
+    assert required_in_flight(w, 0.0) > cfg.max_in_flight
+    err = rpc_error(lambda: list(stub.Reenact(iter([g.ReenactRequest(header=g.ReenactHeader(
+        person_id="nobody", window=w))]), timeout=30)))
+    assert {f for f, _ in details_of(err)["violations"]} == {"header.window"}
+    err = rpc_error(lambda: list(stub.Reenact(iter([g.ReenactRequest(header=g.ReenactHeader(
+        person_id="nobody", window=w, smoothing_sigma=-1))]), timeout=30)))
+    assert err.code() == grpc.StatusCode.NOT_FOUND  # the header is valid; the person is unknown
 
 
 def test_jobs_and_persons_pass_through(rig):
@@ -252,16 +268,25 @@ LIMITED = "limited"  # a committed person version (anchors only) + a tiny gen_li
 
 
 class PeerSpy:
-    """Wraps a peer stub; records every method called on it (the pipeline's TrackFrames / Optimize)."""
+    """Wraps a peer stub; records every method called on it (the pipeline's TrackFrames / Optimize) and, for
+    request streams, their first message (the stream's config) in `firsts`."""
+
+    firsts: dict = {}
 
     def __init__(self, stub, name: str, calls: list) -> None:
         self._stub, self._name, self._calls = stub, name, calls
 
     def __getattr__(self, attr):
+        import itertools
+
         method = getattr(self._stub, attr)
 
         def call(*args, **kw):
             self._calls.append(f"{self._name}.{attr}")
+            if args and hasattr(args[0], "__next__"):
+                first = next(args[0])
+                PeerSpy.firsts[f"{self._name}.{attr}"] = first
+                args = (itertools.chain([first], args[0]), *args[1:])
             return method(*args, **kw)
 
         return call
@@ -299,9 +324,9 @@ def spied_peers(rig, monkeypatch):
     return calls
 
 
-def reenact_video(rig, person_id: str, chunks, timeout=60):
+def reenact_video(rig, person_id: str, chunks, timeout=60, **header):
     def requests():
-        yield g.ReenactRequest(header=g.ReenactHeader(person_id=person_id))
+        yield g.ReenactRequest(header=g.ReenactHeader(person_id=person_id, **header))
         for c in chunks:
             yield g.ReenactRequest(chunk=types_pb2.VideoChunk(data=c))
     return list(rig["stub"].Reenact(requests(), timeout=timeout))
@@ -347,6 +372,24 @@ def test_reenact_driving_video_within_the_limits_reaches_the_peers(rig, limited_
     assert err.code() == grpc.StatusCode.UNAVAILABLE and "optimizer" in err.details()
     assert {"landmarks.TrackFrames", "optimizer.Optimize"} <= set(spied_peers)
     assert rig["store"].list("reenactments") == []
+
+
+def test_reenact_motion_and_smoothing_reach_the_landmarks_and_optimizer_streams(rig, limited_person, spied_peers):
+    """The header's live settings configure both peers: TrackConfig.smoothing_sigma and the optimizer's
+    keypoint_sigma / motion / window (defaults stay 0 / "" = each service's own default)."""
+    PeerSpy.firsts.clear()
+    video = [encode_video(_frames(3, 32), 30)]
+    err = rpc_error(lambda: reenact_video(rig, limited_person, video, motion="relative", smoothing_sigma=-1, window=1))
+    assert err.code() == grpc.StatusCode.UNAVAILABLE  # the optimizer is down at this point
+    track = PeerSpy.firsts["landmarks.TrackFrames"].config
+    opts = PeerSpy.firsts["optimizer.Optimize"].config.options
+    assert track.smoothing_sigma == -1.0
+    assert (opts.motion, opts.keypoint_sigma, opts.window) == ("relative", -1.0, 1)
+    PeerSpy.firsts.clear()
+    rpc_error(lambda: reenact_video(rig, limited_person, video))
+    assert PeerSpy.firsts["landmarks.TrackFrames"].config.smoothing_sigma == 0.0
+    opts = PeerSpy.firsts["optimizer.Optimize"].config.options
+    assert (opts.motion, opts.keypoint_sigma, opts.window) == ("", 0.0, 0)
 
 
 def test_trainer_down_is_unavailable_and_leaves_no_upload(rig, face_video):
