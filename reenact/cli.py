@@ -925,7 +925,7 @@ class _Demo:
         t0 = time.perf_counter()
         try:
             self.result = cl.reenact_to_file(ns.person, self.out / "result.mp4", steps=self.steps, window=ns.window,
-                                             on_event=progress, **kwargs)
+                                             motion=ns.motion, on_event=progress, **kwargs)
         finally:
             progress.close()
         self.timings["reenact_seconds"] = time.perf_counter() - t0
@@ -969,7 +969,8 @@ class _Demo:
     def summary(self) -> dict:
         s = self.result.summary if self.result else None
         out = {"profile": self.profile, "device": self.info["device"], "person_id": self.ns.person,
-               "driving_video": str(self.video), "max_frames": self.max_frames, "steps": self.steps, "edit": self.edit,
+               "driving_video": str(self.video), "max_frames": self.max_frames, "steps": self.steps,
+               "motion": self.ns.motion, "edit": self.edit,
                "timings_seconds": {k: round(v, 2) for k, v in self.timings.items()},
                "outputs": {"result": str(self.out / "result.mp4"), "report": str(self.out / "report.html")},
                "errors": self.errors}
@@ -1283,6 +1284,9 @@ def _add_demo_command(sub, common) -> None:
     d.add_argument("--steps", type=int, default=None,
                    help=f"optimizer steps per warm-started frame (default: {DEMO_CPU_STEPS} on CPU, the server's on a GPU)")
     d.add_argument("--window", type=int, default=0, help="frames optimized together (0 = server default)")
+    d.add_argument("--motion", default="relative", choices=("absolute", "relative"),
+                   help="keypoint targets (default relative: the bundled driver is another person than the sample "
+                        "identity, so its motion is transferred, not its face shape; docs/RESULTS.md)")
     d.add_argument("--tune-steps", type=int, default=0, help="override the profile's tuning steps (tests)")
     d.add_argument("--num-anchors", type=int, default=0, help="override the profile's anchor count (tests)")
     d.add_argument("--edit", default="auto", help="edit re-rendered for the report, NAME=STRENGTH; 'auto' = the "

@@ -40,6 +40,7 @@ def test_reenact_demo_end_to_end_with_tiny_settings(tmp_path):
     assert summary["enrollment"]["state"] == "SUCCEEDED"
     assert summary["reenactment"]["frames"] == FRAMES and summary["reenactment"]["reenactment_id"]
     assert summary["errors"] == [], summary["errors"]
+    assert summary["motion"] == "relative"  # the bundled driver is another person: its motion is transferred
     for key in ("fixture_seconds", "stack_seconds", "enrollment_seconds", "reenact_seconds", "total_seconds"):
         assert summary["timings_seconds"][key] > 0
 
