@@ -333,6 +333,10 @@ def test_slow_client_slows_the_pipeline(stub, enrolled, driving):
     """A client that does not read: the gateway stops reading its frames (bounded queues + in-flight limit;
     what still moves is gRPC's own transport buffering), then everything arrives once it reads."""
     frames, fps = driving
+    # 2x the clip's size (352x288 RGB8, 304 KB a frame, 73 MB in all): HTTP/2 flow-control windows grow with
+    # gRPC's bandwidth probing to several MB, so with small frames the transport alone could hold most of
+    # the stream (seen: 233 of 240 176x144 frames taken) and the test would not show the gateway's bounds.
+    big = [np.repeat(np.repeat(f, 2, axis=0), 2, axis=1) for f in frames]
     n, pulled = 240, [0]
 
     def requests():
@@ -340,15 +344,19 @@ def test_slow_client_slows_the_pipeline(stub, enrolled, driving):
                                                       frame_encoding=types_pb2.IMAGE_ENCODING_RGB8, **FAST))
         for i in range(n):
             pulled[0] += 1
-            yield g.ReenactRequest(frame=g.DrivingFrame(index=i, image=image_to_proto(frames[i % len(frames)],
+            yield g.ReenactRequest(frame=g.DrivingFrame(index=i, image=image_to_proto(big[i % len(big)],
                                                                                       types_pb2.IMAGE_ENCODING_RGB8)))
 
     call = stub.Reenact(requests(), timeout=TIMEOUT)
-    time.sleep(6)
-    stalled = pulled[0]
-    assert stalled < n * 3 // 4, stalled
-    out = [m for m in call if m.WhichOneof("kind") == "frame"]
+    try:
+        time.sleep(6)
+        stalled = pulled[0]
+        assert stalled < n * 3 // 4, stalled
+        out = [m for m in call if m.WhichOneof("kind") == "frame"]
+    finally:
+        call.cancel()  # a failed check must not leave the stream (and the optimizer) busy for the next tests
     assert len(out) == n and pulled[0] == n
+    assert image_from_proto(out[0].frame.image).shape == big[0].shape
     print(f"frames taken from a client that did not read for 6 s: {stalled} of {n}")
 
 
@@ -408,10 +416,16 @@ def test_client_cancel_stops_the_optimizer(stack, stub, store, driving):
     stop = threading.Event()
     call = stub.Reenact(slow_requests(frames, fps, stop), timeout=TIMEOUT)
     started = next(call).started
+    # Cancel once the optimizer is WORKING on a target (queue depth >= 1), the case this test is about. A
+    # cancel that arrives before the first target can look like a half-close to the optimizer's handler (gRPC
+    # ends the server's request iterator before it marks the RPC cancelled): it then flushes an empty engine
+    # and may count the call OK; no work is lost or left running either way.
     deadline = time.monotonic() + 60
-    while metric(url, "reenact_optimizer_active_streams") < 1 and time.monotonic() < deadline:
+    while (metric(url, "reenact_optimizer_active_streams") < 1 or metric(url, "reenact_optimizer_queue_depth") < 1) \
+            and time.monotonic() < deadline:
         time.sleep(0.1)
     assert metric(url, "reenact_optimizer_active_streams") == 1
+    assert metric(url, "reenact_optimizer_queue_depth") >= 1
     call.cancel()
     stop.set()
     # The stream's slot is freed inside the handler, its status counted by the runtime just after: poll
