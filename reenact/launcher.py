@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from reenact.pdeathsig import with_parent_death_signal
+
 log = logging.getLogger("reenact.launcher")
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -87,13 +89,6 @@ def wait_triton_ready(url: str, timeout: float, proc: subprocess.Popen | None = 
         client.close()
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -123,10 +118,11 @@ def _spawn(cmd: list[str], log_path: pathlib.Path, env: dict | None, detach: boo
     order). Not detached: it also gets SIGTERM when the parent dies (when started from the main thread)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     pdeathsig = not detach and sys.platform == "linux" and threading.current_thread() is threading.main_thread()
+    if pdeathsig:  # not a preexec_fn: see reenact.pdeathsig (gRPC's fork handlers can abort the child)
+        cmd = with_parent_death_signal(cmd)
     with open(log_path, "ab") as fh:
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                env=_child_env(env), cwd=str(ROOT), start_new_session=True,
-                                preexec_fn=_die_with_parent if pdeathsig else None)
+                                env=_child_env(env), cwd=str(ROOT), start_new_session=True)
 
 
 @dataclass

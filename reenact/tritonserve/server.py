@@ -57,6 +57,7 @@ import uuid
 from dataclasses import dataclass
 
 from reenact.errors import UnavailableError
+from reenact.pdeathsig import with_parent_death_signal
 
 log = logging.getLogger("reenact.tritonserve")
 
@@ -210,14 +211,6 @@ def _free_ports(host: str, n: int) -> list[int]:
         if p not in ports:
             ports.append(p)
     return ports
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    """SIGTERM tritonserver if the process that started it dies (Linux prctl PR_SET_PDEATHSIG)."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
 _BIND_ERRORS = ("address already in use", "failed to start grpc", "failed to start http",
@@ -420,10 +413,11 @@ class TritonServer:
         self._tail.clear()
         logf = open(self.log_path, "ab")  # noqa: SIM115 - owned by the pump thread
         logf.write(f"---- {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(self.command())}\n".encode())
-        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        # SIGTERM tritonserver if the process that started it dies; not a preexec_fn (reenact.pdeathsig)
+        cmd = with_parent_death_signal(self.command()) if self._pdeathsig_ok() else self.command()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, env=server_env(extra_pythonpath=self.extra_pythonpath),
-                                     cwd=self.workdir, start_new_session=True,
-                                     preexec_fn=_die_with_parent if self._pdeathsig_ok() else None)
+                                     cwd=self.workdir, start_new_session=True)
         self._pump = threading.Thread(target=self._pump_log, args=(self.proc, logf), daemon=True,
                                       name="tritonserver-log")
         self._pump.start()
