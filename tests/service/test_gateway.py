@@ -227,9 +227,15 @@ def test_reenact_bad_header(rig):
         person_id="nobody", motion="sideways", smoothing_sigma=50))]), timeout=30)))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert {f for f, _ in details_of(err)["violations"]} == {"header.motion", "header.smoothing_sigma"}
+    # the gateway checks what the optimizer accepts (it must not import the torch engine: the lists are kept
+    # in step here), and the SDK refuses the same values locally
+    from reenact.client._common import MOTIONS as SDK_MOTIONS
+    from reenact.optimize.engine import MOTIONS as ENGINE_MOTIONS
+    from services.gateway.pipeline import MOTIONS, required_in_flight
+
+    assert MOTIONS == ENGINE_MOTIONS and set(SDK_MOTIONS) == {"", *ENGINE_MOTIONS}
     # smoothing off frees the look-ahead: a window too large with the default smoothing fits without it
     cfg = rig["gateway"].servicer.cfg
-    from services.gateway.pipeline import required_in_flight
 
     w = cfg.max_in_flight - required_in_flight(1, -1.0) + 1
     assert required_in_flight(w, 0.0) > cfg.max_in_flight
