@@ -57,9 +57,15 @@ def synthetic_person(resolution: int, num_anchors: int, device: str) -> PersonMo
 
 
 def load_targets(path: str, num_frames: int) -> list[Target]:
-    """Real driving targets saved by `--save-targets` (aligned crops + their MediaPipe keypoints)."""
+    """Real driving targets saved by `--save-targets` (aligned crops + their MediaPipe keypoints), or the
+    driving frames with a face of an evaluation bundle (reenact.evaluation.bundle: `drv_raw_points`, the
+    unsmoothed points, as a live stream without smoothing gets them, and `drv_crops`)."""
     z = np.load(path)
-    kp, crops = z["keypoints"][:num_frames], z["crops"][:num_frames]
+    if "drv_raw_points" in z:
+        face = z["drv_has_face"]
+        kp, crops = z["drv_raw_points"][face][:num_frames], z["drv_crops"][face][:num_frames]
+    else:
+        kp, crops = z["keypoints"][:num_frames], z["crops"][:num_frames]
     return [Target(i, kp[i].astype(np.float32), crops.shape[1], crops[i]) for i in range(len(kp))]
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import statistics
 import threading
 import time
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 import benchmarks.optimizer_bench as ob
-from reenact.optimize import OptimizerOptions, PersonModel, ReenactmentOptimizer, Target, landmark_net, losses
+from reenact.optimize import OptimizerOptions, PersonModel, ReenactmentOptimizer, Target, losses
 from reenact.optimize.keypoints import get_subset, keypoint_error, scale_keypoints
 from reenact.optimize.live import LiveReenactor, render_results
 
@@ -95,21 +96,19 @@ def measure(name, person, options, targets, head, args, net, *, per_frame=False,
     return row
 
 
-def live(person, options, targets, args) -> dict:
+def live(person, options, targets, args, step: str = "auto") -> dict:
     """Frames arrive every 1/live_fps s; each batch takes all arrived frames (<= max_batch)."""
-    def make():
-        return LiveReenactor(person, options, device=args.device, max_batch=args.live_batch, bf16=args.bf16_live,
-                             compile=args.compile)
-
-    rt = make()
+    options = dataclasses.replace(options, motion=args.live_motion)
+    rt = LiveReenactor(person, options, device=args.device, max_batch=args.live_batch, bf16=args.bf16_live,
+                       compile=args.compile, step=step)
     t0 = time.perf_counter()
     rt.process([targets[0]])  # warm-up: the first call (no warm start), then every batch size with one
-    for k in range(1, args.live_batch + 1):
+    for k in range(1, args.live_batch + 1):  # (compiles, or captures the CUDA graph of, every batch size)
         rt.process([Target(j, t.keypoints, t.crop_size, t.crop) for j, t in enumerate(targets[:k], start=100 * k)])
-    print(f"live warm-up: {time.perf_counter() - t0:.1f} s", flush=True)
-    rt = make()
+    print(f"live warm-up ({rt.step}): {time.perf_counter() - t0:.1f} s", flush=True)
     n = args.live_frames
-    seq = [Target(i, targets[i % len(targets)].keypoints, targets[0].crop_size, targets[i % len(targets)].crop)
+    base = 100 * (args.live_batch + 2)  # the measured stream goes on after the warm-up's frame indices
+    seq = [Target(base + i, targets[i % len(targets)].keypoints, targets[0].crop_size, targets[i % len(targets)].crop)
            for i in range(n)]
     period = 1.0 / args.live_fps
     start = time.perf_counter()
@@ -124,13 +123,13 @@ def live(person, options, targets, args) -> dict:
         errors += [r.keypoint_error for r, _ in rt.process(take)]
         sync(args.device)
         done = time.perf_counter() - start
-        latencies += [done - t.index * period for t in take]
+        latencies += [done - (t.index - base) * period for t in take]
         batches.append(len(take))
         i += len(take)
     wall = time.perf_counter() - start
     lat = np.asarray(latencies) * 1e3
     return {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)), "max": float(lat.max()),
-            "mean_batch": float(np.mean(batches)), "fps": n / wall, "err": float(np.nanmean(errors))}
+            "mean_batch": float(np.mean(batches)), "fps": n / wall, "err": float(np.nanmean(errors)), "step": rt.step}
 
 
 def scaled_targets(targets: list[Target], n: int) -> list[Target]:
@@ -206,17 +205,20 @@ def other_sections(person, targets, steps_list, skip, args) -> None:
     live_opts = OptimizerOptions(steps=args.live_steps, init="regressor")
     if args.live_sweep:
         print(f"\n## live mode sweep: {args.live_frames} frames arriving at {args.live_fps:g} frames/s "
-              f"(nomask: keypoint loss only, no mouth/eye photometric terms)\n"
-              "| steps | max batch | terms | p50 ms | p99 ms | max ms | mean batch | frames/s | err |\n"
-              "|---|---|---|---|---|---|---|---|---|", flush=True)
+              f"(nomask: keypoint loss only, no mouth/eye photometric terms; motion {args.live_motion}; step engine: "
+              "the eager ReenactmentOptimizer, static: the CUDA-graph step)\n"
+              "| step | steps | max batch | terms | p50 ms | p99 ms | max ms | mean batch | frames/s | err |\n"
+              "|---|---|---|---|---|---|---|---|---|---|", flush=True)
         for cfg in args.live_sweep.split(","):
             parts = cfg.split(":")
             steps, batch, nomask = int(parts[0]), int(parts[1]), "nomask" in parts[2:]
+            step = "engine" if "engine" in parts[2:] else "static" if "static" in parts[2:] else "auto"
             extra = dict(mouth_weight=0.0, eye_weight=0.0) if nomask else {}
             args.live_batch = batch
-            out = live(person, OptimizerOptions(steps=steps, init="regressor", **extra), targets, args)
-            print(f"| {steps} | {batch} | {'keypoints' if nomask else 'all'} | {out['p50']:.1f} | {out['p99']:.1f} "
-                  f"| {out['max']:.1f} | {out['mean_batch']:.2f} | {out['fps']:.1f} | {out['err']:.4f} |", flush=True)
+            out = live(person, OptimizerOptions(steps=steps, init="regressor", **extra), targets, args, step)
+            print(f"| {out['step']} | {steps} | {batch} | {'keypoints' if nomask else 'all'} | {out['p50']:.1f} "
+                  f"| {out['p99']:.1f} | {out['max']:.1f} | {out['mean_batch']:.2f} | {out['fps']:.1f} "
+                  f"| {out['err']:.4f} |", flush=True)
     if "live" not in skip:
         out = live(person, live_opts, targets, args)
         print(f"\n## live mode: {args.live_frames} frames arriving at {args.live_fps:g} frames/s, steps "
@@ -255,7 +257,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--store", default="")
     ap.add_argument("--person", default="")
-    ap.add_argument("--targets", required=True, help=".npz of real driving targets (optimizer_bench --save-targets)")
+    ap.add_argument("--targets", required=True, help=".npz of real driving targets (optimizer_bench --save-targets, "
+                    "or an evaluation bundle: its driving frames)")
     ap.add_argument("--keypoints", default="", help="face keypoints .npy for the synthetic 1024 person")
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--window", type=int, default=16)
@@ -270,7 +273,8 @@ def main() -> None:
     ap.add_argument("--live-fps", type=float, default=30.0)
     ap.add_argument("--live-frames", type=int, default=150)
     ap.add_argument("--bf16-live", action="store_true")
-    ap.add_argument("--live-sweep", default="", help="live configs 'steps:max_batch[:nomask]',... (eager)")
+    ap.add_argument("--live-sweep", default="", help="live configs 'steps:max_batch[:nomask][:engine|:static]',...")
+    ap.add_argument("--live-motion", default="absolute", choices=("absolute", "relative"))
     ap.add_argument("--compile", action="store_true", help="also rows with the step's forward under torch.compile; "
                     "live mode compiled")
     ap.add_argument("--lengths", default="32,128,512")
@@ -280,9 +284,22 @@ def main() -> None:
     ap.add_argument("--hires-window", type=int, default=8)
     ap.add_argument("--hires-steps", default="1,3")
     ap.add_argument("--save-frames", default="")
-    ap.add_argument("--skip", default="", help="comma list of sections to skip: paper,engine,live,length,persons")
+    ap.add_argument("--skip", default="", help="comma list of sections to skip: "
+                    "paper,engine,amortized,live,length,persons")
     args = ap.parse_args()
     ob.KEYPOINTS_FILE = args.keypoints
+    if "landmark_net" in np.load(args.targets).files:  # an evaluation bundle: its network (no mediapipe needed)
+        from reenact.evaluation.bundle import Bundle
+        from reenact.evaluation.methods import bundle_landmark_net
+
+        with bundle_landmark_net(Bundle(args.targets)):
+            return run(args)
+    return run(args)
+
+
+def run(args) -> None:
+    from reenact.optimize import engine
+
     skip = set(filter(None, args.skip.split(",")))
     from reenact.store import PersonRepository, open_store
 
@@ -291,7 +308,7 @@ def main() -> None:
         raise SystemExit(f"person {args.person} has no amortized initializer: enroll it again")
     targets = ob.load_targets(args.targets, args.frames)
     head = list(range(0, len(targets), args.baseline_stride))[: args.baseline_frames]
-    net = landmark_net(args.device)
+    net = engine.landmark_net(args.device)
     saved: dict[str, np.ndarray] = {}
     common = dict(keypoint_sigma=0.0, tolerance=0.0)
     rows = []
@@ -304,7 +321,7 @@ def main() -> None:
         rows.append(measure("engine (issue 4) steps 10", person, OptimizerOptions(
             steps=10, window=args.window, init="anchor", **common), targets, head, args, net, saved=saved))
     steps_list = [int(s) for s in args.steps_list.split(",")]
-    for s in steps_list:
+    for s in ([] if "amortized" in skip else steps_list):
         opts = OptimizerOptions(steps=s, window=args.window, init="regressor", **common)
         rows.append(measure(f"amortized steps {s}", person, opts, targets, head, args, net, saved=saved))
         if torch.device(args.device).type == "cuda":

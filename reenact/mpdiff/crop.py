@@ -115,7 +115,8 @@ def points_to_frame(points: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
     xy = points[..., :2] @ a[..., :2].transpose(1, 2) + a[..., 2][:, None, :]
     if points.shape[-1] == 2:
         return xy
-    scale = torch.sqrt(torch.abs(torch.linalg.det(a[..., :2])))[:, None, None]
+    det = a[:, 0, 0] * a[:, 1, 1] - a[:, 0, 1] * a[:, 1, 0]  # 2x2 by hand: no solver call (CUDA graphs)
+    scale = torch.sqrt(torch.abs(det))[:, None, None]
     return torch.cat([xy, points[..., 2:] * scale], -1)
 
 

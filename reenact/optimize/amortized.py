@@ -44,7 +44,8 @@ FORMAT = "reenact.amortized/1"
 def keypoint_features(points: torch.Tensor, resolution: int) -> torch.Tensor:
     """[B, 478, 3] aligned-crop pixels at `resolution` -> [B, 1434] raw features (before standardizing)."""
     half = resolution / 2.0
-    return ((points - points.new_tensor([half, half, 0.0])) / float(resolution)).reshape(points.shape[0], -1)
+    centred = torch.cat([points[..., :2] - half, points[..., 2:]], -1)  # no constant copied from the host
+    return (centred / float(resolution)).reshape(points.shape[0], -1)
 
 
 class KeypointRegressor(nn.Module):

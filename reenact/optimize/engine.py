@@ -237,15 +237,21 @@ class ReenactmentOptimizer:
         return self._smoother.delay + self.options.window - 1
 
     def push(self, target: Target) -> list[FrameResult]:
+        raw, goal = self.accept(target)
+        for payload, smoothed in self._smoother.push(goal, (target, raw)):
+            self._ready.append(_Frame(payload[0], smoothed, payload[1]))
+        return self._run_full_windows()
+
+    def accept(self, target: Target) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Validate the next target (index order) and return (raw, goal) keypoints [478, 3] at R: its own
+        points and what the loss matches (the retargeted points with motion 'relative'); None without a face."""
         check_target(target, self._last_index)
         self._last_index = int(target.index)
         raw = None
         if target.has_face:
             raw = scale_keypoints(target.keypoints, target.crop_size, self.resolution)
         goal = raw if self.retargeter is None else self.retargeter(raw)  # raw stays: the masks fit the crop
-        for payload, smoothed in self._smoother.push(goal, (target, raw)):
-            self._ready.append(_Frame(payload[0], smoothed, payload[1]))
-        return self._run_full_windows()
+        return raw, goal
 
     def flush(self) -> list[FrameResult]:
         for payload, smoothed in self._smoother.flush():
@@ -378,7 +384,7 @@ class ReenactmentOptimizer:
             if self.should_stop():
                 raise CancelledError("reenactment cancelled")
             terms, error = self._terms(point, batch)
-            best = _keep_best(best, point, terms, error)
+            best = _keep_best(best, point.alpha, point.delta, terms, error)
             steps += 1
             loss = terms["total"].sum()
             if self.trace is not None:
@@ -402,6 +408,12 @@ class ReenactmentOptimizer:
         return {f.target.index: self._result(f.target.index, best, i, steps) for i, f in enumerate(frames)}
 
     def _terms(self, point: pp.PPlus, batch: _Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        terms, error, _ = self._terms_images(point, batch)
+        return terms, error
+
+    def _terms_images(self, point, batch: _Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """(loss terms [B] each, keypoint error [B], generated images [B, 3, R, R] in [-1, 1]) at `point`
+        (anything with ws(), l_delta() and l_sum(): a PPlus, or reenact.optimize.graphed's point)."""
         o = self.options
         fn = _render_measure_compiled() if self.compiled else _render_measure
         images, kp = fn(self.person.G, self.net, self.affine, point.ws(), self.bf16)
@@ -414,7 +426,7 @@ class ReenactmentOptimizer:
             terms["eye"] = losses.masked_l2(images, batch.pixels, batch.eye)
         terms["total"] = (o.keypoint_weight * terms["keypoint"] + o.mouth_weight * terms["mouth"]
                           + o.eye_weight * terms["eye"] + terms["delta"] + terms["sum"])
-        return terms, keypoint_error(kp.detach(), batch.targets, self.subset)
+        return terms, keypoint_error(kp.detach(), batch.targets, self.subset), images
 
     def _batch(self, frames: list[_Frame]) -> _Batch:
         r, dev = self.resolution, self.device
@@ -454,7 +466,8 @@ class ReenactmentOptimizer:
 
 def _render_measure(G, net, affine: torch.Tensor, ws: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The differentiable forward of a step: W+ -> generated images [B, 3, R, R] -> MediaPipe keypoints."""
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+    # cache_enabled=False: each weight is cast once per forward anyway, and a CUDA graph may capture this
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
         images = G.synthesis(ws, noise_mode="const")
     images = images.float()
     return images, losses.generated_keypoints(net, images, affine)
@@ -474,16 +487,18 @@ def _render_measure_compiled():
 
 
 @torch.no_grad()
-def _keep_best(best: _Best | None, point: pp.PPlus, terms: dict[str, torch.Tensor], error: torch.Tensor) -> _Best:
-    """Per frame, the point with the lowest total loss so far (and its terms)."""
+def _keep_best(best: _Best | None, alpha: torch.Tensor, delta: torch.Tensor, terms: dict[str, torch.Tensor],
+               error: torch.Tensor) -> _Best:
+    """Per frame, the point (alpha [B, N], delta [B, num_ws, N]) with the lowest total loss so far (and its
+    terms)."""
     total = terms["total"].detach()
     snap = {k: v.detach().clone() for k, v in terms.items()}
     if best is None:
-        return _Best(total.clone(), point.alpha.detach().clone(), point.delta.detach().clone(), snap, error.clone())
+        return _Best(total.clone(), alpha.detach().clone(), delta.detach().clone(), snap, error.clone())
     better = total < best.total
     best.total = torch.where(better, total, best.total)
-    best.alpha = torch.where(better[:, None], point.alpha.detach(), best.alpha)
-    best.delta = torch.where(better[:, None, None], point.delta.detach(), best.delta)
+    best.alpha = torch.where(better[:, None], alpha.detach(), best.alpha)
+    best.delta = torch.where(better[:, None, None], delta.detach(), best.delta)
     best.terms = {k: torch.where(better, snap[k], best.terms[k]) for k in snap}
     best.error = torch.where(better, error, best.error)
     return best

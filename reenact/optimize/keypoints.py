@@ -133,13 +133,29 @@ class PartFeatures:
     scale: torch.Tensor      # [...]
 
 
+_SUBSET_TENSORS: dict[tuple[int, str], tuple] = {}
+
+
+def _subset_tensors(subset: KeypointSubset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(indices [K], part_of [K], one-hot [K, P] float32) of `subset` on `device`, made once per subset
+    object and device: the loss functions then copy nothing from the host per call (a CUDA graph can
+    capture them, issue 7). Keyed by identity (the parts mapping is not hashable); the entry keeps the
+    subset alive, so an id is never reused while cached."""
+    key = (id(subset), str(device))
+    hit = _SUBSET_TENSORS.get(key)
+    if hit is None:
+        idx = torch.as_tensor(subset.indices, device=device)
+        part_of = torch.as_tensor(subset.part_of, device=device)
+        onehot = torch.nn.functional.one_hot(torch.as_tensor(subset.part_of), len(subset.parts)).float().to(device)
+        hit = _SUBSET_TENSORS[key] = (subset, (idx, part_of, onehot))
+    return hit[1]
+
+
 def part_features(points: torch.Tensor, subset: KeypointSubset) -> PartFeatures:
     """Split points [..., 478, 3] into per-part local shapes, part centroids and a scale."""
-    idx = torch.as_tensor(subset.indices, device=points.device)
-    part_of = torch.as_tensor(subset.part_of, device=points.device)
+    idx, part_of, onehot = _subset_tensors(subset, points.device)
     pts = points.index_select(-2, idx)
-    num_parts = len(subset.parts)
-    onehot = torch.nn.functional.one_hot(part_of, num_parts).to(points.dtype)  # [K, P]
+    onehot = onehot.to(points.dtype)  # [K, P]
     centroids = (onehot.T @ pts) / onehot.sum(0)[:, None]  # [..., P, 3]
     local = pts - centroids.index_select(-2, part_of)
     spread = centroids[..., :2] - centroids[..., :2].mean(-2, keepdim=True)
@@ -150,15 +166,16 @@ def part_features(points: torch.Tensor, subset: KeypointSubset) -> PartFeatures:
 def inter_ocular(points: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
     """Distance between the two eye centres (mean of each eye's corners), x, y only: [...]."""
     lib = torch if isinstance(points, torch.Tensor) else np
-    right = points[..., list(RIGHT_EYE_CORNERS), :2].mean(-2)
-    left = points[..., list(LEFT_EYE_CORNERS), :2].mean(-2)
+    # integer indexing only (a list index would copy an index tensor from the host on every call)
+    right = (points[..., RIGHT_EYE_CORNERS[0], :2] + points[..., RIGHT_EYE_CORNERS[1], :2]) / 2
+    left = (points[..., LEFT_EYE_CORNERS[0], :2] + points[..., LEFT_EYE_CORNERS[1], :2]) / 2
     diff = right - left
     return lib.sqrt((diff * diff).sum(-1))
 
 
 def keypoint_error(points: torch.Tensor, target: torch.Tensor, subset: KeypointSubset) -> torch.Tensor:
     """Mean 2-D distance over the subset / inter-ocular distance of `target`: [...]."""
-    idx = torch.as_tensor(subset.indices, device=points.device)
+    idx = _subset_tensors(subset, points.device)[0]
     dist = (points[..., :2] - target[..., :2]).index_select(-2, idx).norm(dim=-1).mean(-1)
     return dist / inter_ocular(target).clamp_min(1e-6)
 

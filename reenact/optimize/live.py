@@ -10,6 +10,13 @@ batch's cost, so it stays bounded as long as one batch of `max_batch` frames cos
 `pad=True` (the default with `compile`): every batch is padded to `max_batch` with copies of its last
 frame (results of the copies are dropped), so the compiled step sees one batch size only; at these sizes
 the step is launch-bound, so the padding costs little GPU time.
+
+`step="static"` (the default on CUDA, `step="auto"`): each batch runs reenact.optimize.graphed.StaticStep
+instead of the engine: fixed buffers per batch size (1, 2, 4, ... up to max_batch; a batch is padded to
+the next size), captured as one CUDA graph per size on first use and replayed; both the warm and the
+fresh start are optimized and the better kept, and the image comes from the step's own forward (no
+separate render). On the CPU `step="static"` runs the same code eagerly (also `graph=False` on CUDA). `step="engine"` (the default on
+the CPU) runs ReenactmentOptimizer as before.
 """
 
 from __future__ import annotations
@@ -19,27 +26,46 @@ import dataclasses
 import numpy as np
 import torch
 
-from .engine import FrameResult, OptimizerOptions, ReenactmentOptimizer, Target
+from .engine import FrameResult, OptimizerOptions, ReenactmentOptimizer, Target, _Frame
+from .graphed import StaticStep, WarmStart
 from .person import PersonModel
+
+STEPS = ("auto", "engine", "static")
 
 
 class LiveReenactor:
     def __init__(self, person: PersonModel, options: OptimizerOptions | None = None, *, device="cpu",
                  max_batch: int = 8, bf16: bool = False, render: bool = True, compile: bool = False,
-                 pad: bool | None = None) -> None:
+                 pad: bool | None = None, step: str = "auto", graph: bool | None = None) -> None:
+        if step not in STEPS:
+            raise ValueError(f"step must be one of {STEPS}, got {step!r}")
         options = dataclasses.replace(options or OptimizerOptions(steps=2), keypoint_sigma=0.0,
                                       window=max(1, int(max_batch)), tolerance=0.0)
         self.max_batch = options.window
         self.engine = ReenactmentOptimizer(person, options, device=device, bf16=bf16, compile=compile)
         self.person, self.render, self.bf16 = person, render, self.engine.bf16
         self.device = self.engine.device
+        if step == "auto":
+            step = "static" if self.device.type == "cuda" and not compile else "engine"
+        if step == "static" and compile:
+            raise ValueError("step 'static' (CUDA graphs) and compile exclude each other")
+        self.step, self.graph = step, graph  # graph: capture the static step (None: on CUDA)
         self.pad = compile if pad is None else bool(pad)
         self._next = 0  # the engine's own frame counter (padding copies take indices too)
+        self._warm = WarmStart.zeros(self.engine.anchors.shape[0], self.engine.num_ws, self.device)
+        self._static: dict[int, StaticStep] = {}
+        self._last_image: np.ndarray | None = None
+
+    def batch_size_for(self, n: int) -> int:
+        """The static step's batch size for n frames: the next power of two, at most max_batch."""
+        return min(self.max_batch, 1 << max(0, int(n) - 1).bit_length())
 
     def process(self, targets: list[Target]) -> list[tuple[FrameResult, np.ndarray | None]]:
         """Optimize (and render) `targets` (1..max_batch, in index order) now; results in the same order."""
         if not 1 <= len(targets) <= self.max_batch:
             raise ValueError(f"process takes 1..{self.max_batch} targets, got {len(targets)}")
+        if self.step == "static":
+            return self._process_static(targets)
         batch = list(targets) + ([targets[-1]] * (self.max_batch - len(targets)) if self.pad else [])
         own = {}
         done: list[FrameResult] = []
@@ -55,6 +81,35 @@ class LiveReenactor:
         if self.render and results:
             images = list(render_results(self.person, results, self.device, bf16=self.bf16))
         return list(zip(results, images, strict=True))
+
+    def _process_static(self, targets: list[Target]) -> list[tuple[FrameResult, np.ndarray | None]]:
+        frames = []
+        for t in targets:
+            raw, goal = self.engine.accept(t)
+            frames.append(_Frame(t, goal, raw))
+        faces = [f for f in frames if f.smoothed is not None]
+        done: dict[int, tuple[FrameResult, np.ndarray | None]] = {}
+        if faces:
+            size = self.batch_size_for(len(faces))
+            step = self._static.get(size)
+            if step is None:
+                step = self._static[size] = StaticStep(self.engine, size, self._warm, graph=self.graph)
+            for r, img in step.run(faces, images=self.render):
+                done[r.index] = (r, img)
+        out = []
+        for f in frames:  # in order: a frame without a face repeats the result (and image) before it
+            index = int(f.target.index)
+            if index in done:
+                r, img = done[index]
+            else:
+                r = self.engine._repeat(index)
+                img = self._last_image
+                if self.render and img is None:
+                    img = render_results(self.person, [r], self.device, bf16=self.bf16)[0]
+            self.engine._last_result = r
+            self._last_image = img if self.render else None
+            out.append((r, img))
+        return out
 
 
 @torch.no_grad()

@@ -52,12 +52,16 @@ def generated_keypoints(net, images: torch.Tensor, affine: torch.Tensor) -> torc
 def keypoint_loss(points: torch.Tensor, target: torch.Tensor, subset: KeypointSubset) -> torch.Tensor:
     """Per-part normalized keypoint loss [...] between points [..., 478, 3] and target [..., 478, 3]."""
     ref = inter_ocular(target).clamp_min(1e-6)
-    weight = points.new_tensor([1.0, 1.0, Z_WEIGHT])
     fp, ft = part_features(points, subset), part_features(target, subset)
-    local = ((fp.local - ft.local) * weight).square().sum(-1).mean(-1)
-    cent = ((fp.centroids - ft.centroids) * weight).square().sum(-1).mean(-1)
+    local = _weighted_sq(fp.local - ft.local).mean(-1)
+    cent = _weighted_sq(fp.centroids - ft.centroids).mean(-1)
     scale = (fp.scale - ft.scale).square()
     return KP_SCALE * (local + CENTROID_WEIGHT * cent + SCALE_WEIGHT * scale) / ref.square()
+
+
+def _weighted_sq(d: torch.Tensor) -> torch.Tensor:
+    """Squared length of [..., 3] differences with z counted Z_WEIGHT (no constant copied from the host)."""
+    return d[..., :2].square().sum(-1) + (d[..., 2] * Z_WEIGHT).square()
 
 
 # ----------------------------------------------------------------------------------------------------
