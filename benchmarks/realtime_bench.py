@@ -112,7 +112,7 @@ def live(person, options, targets, args, step: str = "auto") -> dict:
            for i in range(n)]
     period = 1.0 / args.live_fps
     start = time.perf_counter()
-    latencies, batches, errors, i = [], [], [], 0
+    latencies, batches, errors, totals, i = [], [], [], [], 0
     while i < n:
         now = time.perf_counter() - start
         arrived = min(n, int(now / period) + 1)
@@ -120,7 +120,9 @@ def live(person, options, targets, args, step: str = "auto") -> dict:
             time.sleep(max(0.0, (i * period) - now))
             continue
         take = seq[i:min(arrived, i + args.live_batch)]
-        errors += [r.keypoint_error for r, _ in rt.process(take)]
+        out = rt.process(take)
+        errors += [r.keypoint_error for r, _ in out]
+        totals += [r.losses.get("total", np.nan) for r, _ in out]
         sync(args.device)
         done = time.perf_counter() - start
         latencies += [done - (t.index - base) * period for t in take]
@@ -129,7 +131,8 @@ def live(person, options, targets, args, step: str = "auto") -> dict:
     wall = time.perf_counter() - start
     lat = np.asarray(latencies) * 1e3
     return {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)), "max": float(lat.max()),
-            "mean_batch": float(np.mean(batches)), "fps": n / wall, "err": float(np.nanmean(errors)), "step": rt.step}
+            "mean_batch": float(np.mean(batches)), "fps": n / wall, "err": float(np.nanmean(errors)), "step": rt.step,
+            "total": float(np.nanmean(totals))}
 
 
 def scaled_targets(targets: list[Target], n: int) -> list[Target]:
@@ -207,8 +210,8 @@ def other_sections(person, targets, steps_list, skip, args) -> None:
         print(f"\n## live mode sweep: {args.live_frames} frames arriving at {args.live_fps:g} frames/s "
               f"(nomask: keypoint loss only, no mouth/eye photometric terms; motion {args.live_motion}; step engine: "
               "the eager ReenactmentOptimizer, static: the CUDA-graph step)\n"
-              "| step | steps | max batch | terms | p50 ms | p99 ms | max ms | mean batch | frames/s | err |\n"
-              "|---|---|---|---|---|---|---|---|---|---|", flush=True)
+              "| step | steps | max batch | terms | p50 ms | p99 ms | max ms | mean batch | frames/s | kp err | loss |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
         for cfg in args.live_sweep.split(","):
             parts = cfg.split(":")
             steps, batch, nomask = int(parts[0]), int(parts[1]), "nomask" in parts[2:]
@@ -218,7 +221,7 @@ def other_sections(person, targets, steps_list, skip, args) -> None:
             out = live(person, OptimizerOptions(steps=steps, init="regressor", **extra), targets, args, step)
             print(f"| {out['step']} | {steps} | {batch} | {'keypoints' if nomask else 'all'} | {out['p50']:.1f} "
                   f"| {out['p99']:.1f} | {out['max']:.1f} | {out['mean_batch']:.2f} | {out['fps']:.1f} "
-                  f"| {out['err']:.4f} |", flush=True)
+                  f"| {out['err']:.5f} | {out['total']:.4f} |", flush=True)
     if "live" not in skip:
         out = live(person, live_opts, targets, args)
         print(f"\n## live mode: {args.live_frames} frames arriving at {args.live_fps:g} frames/s, steps "

@@ -194,7 +194,7 @@ class ReenactmentOptimizer:
 
     def __init__(self, person: PersonModel, options: OptimizerOptions, *, device="cpu",
                  should_stop: Callable[[], bool] = lambda: False, landmarks=None, bf16: bool = False,
-                 compile: bool = False) -> None:
+                 compile: bool = False, static: bool = False) -> None:
         options.validate()
         self.person, self.options = person, options
         self.device = torch.device(device)
@@ -219,6 +219,16 @@ class ReenactmentOptimizer:
         # compile: the forward of a step (W+ -> image -> keypoints) under torch.compile (fewer, fused kernels:
         # the step is launch-bound at small batches); the first call per batch size compiles.
         self.compiled = bool(compile)
+        # static: every window runs as reenact.optimize.graphed.StaticStep (fixed buffers of `window` frames,
+        # one CUDA graph on CUDA, eager elsewhere): fixed `steps` (no tolerance stop, no long first frame),
+        # both the warm and the fresh start optimized. Needs init 'regressor' or 'anchor'.
+        self.static = bool(static)
+        if self.static and self.compiled:
+            raise ValueError("static (CUDA graphs) and compile exclude each other")
+        if self.static and self.init not in ("regressor", "anchor"):
+            raise InvalidInputError.for_field("options.init", f"the static step needs init 'regressor' or "
+                                                              f"'anchor', not {self.init!r}")
+        self._static_step = None
 
     @staticmethod
     def _init_mode(init: str, person: PersonModel) -> str:
@@ -275,11 +285,16 @@ class ReenactmentOptimizer:
     def _run_window(self, frames: list[_Frame]) -> list[FrameResult]:
         faces = [f for f in frames if f.smoothed is not None]
         done: dict[int, FrameResult] = {}
-        if faces and self._previous is None and self.init != "regressor":
+        if self.static:
+            if faces:
+                if self.should_stop():
+                    raise CancelledError("reenactment cancelled")
+                done = {r.index: r for r, _ in self._static().run(faces, images=False)}
+        elif faces and self._previous is None and self.init != "regressor":
             first = faces.pop(0)
             alpha, delta = self._initial_point(first.smoothed)
             done.update(self._optimize([first], alpha, delta, self.options.first_frame_steps))
-        if faces:
+        if faces and not self.static:
             batch = self._batch(faces)
             alpha, delta = self._window_start(faces, batch)
             done.update(self._optimize(faces, alpha, delta, self.options.steps, batch))
@@ -289,6 +304,14 @@ class ReenactmentOptimizer:
             self._last_result = result
             out.append(result)
         return out
+
+    def _static(self):
+        if self._static_step is None:
+            from .graphed import StaticStep, WarmStart  # graphed imports this module
+
+            warm = WarmStart.zeros(self.anchors.shape[0], self.num_ws, self.device)
+            self._static_step = StaticStep(self, self.options.window, warm)
+        return self._static_step
 
     @torch.no_grad()
     def _window_start(self, frames: list[_Frame], batch: _Batch) -> tuple[torch.Tensor, torch.Tensor]:

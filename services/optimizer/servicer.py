@@ -244,13 +244,17 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
         options = options_from_proto(cfg.options)
         person = self.cache.get(cfg.person_id, cfg.person_version)
         extra = {"compile": True} if self.config.compile else {}
+        init = ReenactmentOptimizer._init_mode(options.init, person)
+        if self.config.use_static_step(str(self.device), init, options.steps):
+            extra["static"] = True
         engine = self.optimizer_factory(person, options, device=self.device, should_stop=stop.is_set, **extra)
         if engine.latency + 1 > self.config.max_queue:
             raise InvalidInputError.for_field(
                 "config.options.window", f"window {options.window} + smoothing look-ahead keeps {engine.latency + 1}"
                 f" targets waiting; this server buffers at most {self.config.max_queue} per stream")
         log.info("optimize stream opened", extra={"person_id": person.person_id, "version": person.version,
-                                                  "window": options.window, "latency": engine.latency})
+                                                  "window": options.window, "latency": engine.latency,
+                                                  "static": bool(extra.get("static"))})
         return engine
 
     def Optimize(self, request_iterator, context) -> Iterator[optimizer_pb2.OptimizeResponse]:

@@ -92,10 +92,10 @@ class RecordingFactory:
     def __init__(self):
         self.streams: list[StreamRecord] = []
 
-    def __call__(self, person, options, *, device, should_stop):
+    def __call__(self, person, options, *, device, should_stop, **kw):
         rec = StreamRecord(should_stop)
         self.streams.append(rec)
-        return ReenactmentOptimizer(person, options, device=device, should_stop=rec.poll)
+        return ReenactmentOptimizer(person, options, device=device, should_stop=rec.poll, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -352,3 +352,23 @@ def test_metrics_exported_over_http(service, stub, tracked):
         assert name in text, name
     assert sample(service, "reenact_optimizer_cache_hits_total") >= 1
     assert sample(service, "reenact_optimizer_cache_bytes") > 0
+
+
+def test_static_step_streams_with_fixed_steps(person_store, tracked):
+    """static_step=on (the CUDA default for live settings; eager here on the CPU): a real stream returns
+    every target once, in order, each optimized with exactly `steps` steps (no long first frame)."""
+    cfg = OptimizerConfig(port=0, metrics_port=-1, store_url="unused", device="cpu", max_streams=1, workers=3,
+                          drain_seconds=1, grace_seconds=0, static_step="on")
+    server = build_server(cfg, store=person_store, device="cpu")
+    server.start()
+    try:
+        assert start_when_store_ready(server, person_store, threading.Event())
+        live = optimizer_pb2.OptimizerOptions(steps=2, window=2, keypoint_sigma=-1.0)  # no look-ahead
+        reqs = [config(options=live)] + [target(i, p, c) for i, (p, c) in enumerate(tracked)]
+        with grpc.insecure_channel(server.address) as ch:
+            out = list(optimizer_pb2_grpc.OptimizerServiceStub(ch).Optimize(iter(reqs), timeout=TIMEOUT))
+    finally:
+        server.stop(drain_seconds=1, grace_seconds=0)
+    assert [r.index for r in out] == list(range(NUM_TARGETS))
+    assert [r.steps for r in out] == [2] * NUM_TARGETS
+    assert all(np.isfinite(r.keypoint_error) for r in out)

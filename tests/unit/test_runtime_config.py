@@ -46,3 +46,21 @@ def test_json_logs_carry_request_id():
         request_id_var.reset(token)
     assert out["msg"] == "hello x" and out["request_id"] == "rid-1" and out["service"] == "svc"
     assert out["frames"] == 3
+
+
+def test_optimizer_static_step_rule():
+    from services.optimizer.config import STATIC_AUTO_MAX_STEPS, OptimizerConfig
+
+    auto = OptimizerConfig(store_url="x")
+    assert auto.static_step == "auto"
+    assert auto.use_static_step("cuda", "regressor", 3)
+    assert not auto.use_static_step("cpu", "regressor", 3)  # auto: CUDA only
+    assert not auto.use_static_step("cuda", "anchor", 3)    # auto keeps anchor's long first frame
+    assert not auto.use_static_step("cuda", "regressor", STATIC_AUTO_MAX_STEPS + 1)
+    on = OptimizerConfig(store_url="x", static_step="on")
+    assert on.use_static_step("cpu", "anchor", 30) and not on.use_static_step("cpu", "uniform", 3)
+    assert not OptimizerConfig(store_url="x", static_step="off").use_static_step("cuda", "regressor", 1)
+    assert not OptimizerConfig(store_url="x", compile=True).use_static_step("cuda", "regressor", 1)
+    for bad in (dict(static_step="sometimes"), dict(static_step="on", compile=True)):
+        with pytest.raises(ValueError, match="static_step"):
+            OptimizerConfig(store_url="x", **bad).validate()
