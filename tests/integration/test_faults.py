@@ -225,11 +225,14 @@ def test_trainer_killed_mid_job_resumes_from_its_checkpoint(stack, store, crashe
     assert r["versions_after_crash"] == [] and r["person_keys_after_crash"] == []
     assert r["temp_after_crash"] == []
     assert r["ckpt_step"] >= 150
-    # after the restart: the align/select stages run again (cheap), then base continues from the checkpoint
+    # after the restart: the align/select stages run again (cheap), then base continues from the checkpoint.
+    # The watch reconnects while the new attempt starts, so its (short) align updates may come before the
+    # client is back: the rerun is seen from its first align OR select update (CI saw 'select' first once).
     after = r["updates"][r["n_before_kill"]:]
     stages = [u.progress.stage for u in after]
-    assert "align" in stages, stages
-    rerun = after[stages.index("align"):]
+    starts = [i for i, s in enumerate(stages) if s in ("align", "select")]
+    assert starts, stages
+    rerun = after[starts[0]:]
     first_base = next(u for u in rerun if u.progress.stage == "base")
     assert first_base.progress.step > r["ckpt_step"], (first_base.progress, r["ckpt_step"])
     final = r["final"]
