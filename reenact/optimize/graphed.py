@@ -26,6 +26,7 @@ Off CUDA (or graph=False) the same code runs eagerly; the unit tests check it ag
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,7 @@ from reenact.models import pplus as pp
 from .engine import LOSS_NAMES, FrameResult, ReenactmentOptimizer, _Batch, _Best, _Frame, _keep_best
 from .keypoints import NUM_POINTS
 
+_CAPTURE_LOCK = threading.Lock()  # one capture at a time per process (streams run in gRPC worker threads)
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as the engine uses them
 ADAM_EPS = 1e-8
 
@@ -162,6 +164,10 @@ class StaticStep:
                     "error": best.error[rows], "image": image.contiguous(), "pick": pick}
 
     def _capture(self) -> None:
+        with _CAPTURE_LOCK:
+            self._capture_locked()
+
+    def _capture_locked(self) -> None:
         side = torch.cuda.Stream(self.engine.device)
         side.wait_stream(torch.cuda.current_stream(self.engine.device))
         with torch.cuda.stream(side):
@@ -169,7 +175,10 @@ class StaticStep:
                 self._forward()
         torch.cuda.current_stream(self.engine.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: another thread's CUDA calls (a finished stream's engine and graph being freed, another
+        # stream replaying its graph) must not invalidate this capture. In the optimizer service the default
+        # 'global' mode failed a 3-step capture once on an H100 (cudaErrorStreamCaptureInvalidated).
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             self._out = self._forward()
         self._graph = graph
 
