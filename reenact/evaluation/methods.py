@@ -395,7 +395,9 @@ def _produce(bundle, bundle_path, out_dir, methods, device, store, person_id, pr
         np.savez_compressed(out_dir / "identity_refs.npz", frames=render(m.G, ws, device))
     net = bundle.landmark_net(device)
     warm_up(bundle, person, device, net)
-    ours_options = OptimizerOptions().override(**(ours_overrides or {}))
+    # dataclasses.replace, not override(): on the command line a 0 is a value (e.g. mouth_weight=0), not "unset"
+    ours_options = dataclasses.replace(OptimizerOptions(), **(ours_overrides or {}))
+    ours_options.validate()
     info: dict = {"bundle": str(Path(bundle_path).resolve()), "device": device, "device_name": device_name(device),
                   "person": person.source, "resolution": person.model.resolution,
                   "num_anchors": int(len(person.model.anchor_w)), "enroll_seconds": person.enroll_seconds,

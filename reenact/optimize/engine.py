@@ -64,6 +64,8 @@ class OptimizerOptions:
     keypoint_weight: float = 1.0
     mouth_weight: float = 0.5
     eye_weight: float = 0.5
+    # weight of L_open (losses.opening_loss: mouth and eye opening ratios) inside the keypoint term
+    opening_weight: float = 0.0
     window: int = 8
     beta: float = 0.03
     keypoint_subset: str = "default"
@@ -107,7 +109,7 @@ class OptimizerOptions:
         yield "tolerance", real(self.tolerance, 0.0, 1.0)
         yield "delta_lr_scale", real(self.delta_lr_scale, 0.0, 10.0)
         yield "lr_final", real(self.lr_final, 0.0, 1.0)
-        for name in ("keypoint_weight", "mouth_weight", "eye_weight"):
+        for name in ("keypoint_weight", "mouth_weight", "eye_weight", "opening_weight"):
             yield name, real(getattr(self, name), 0.0, 1e6)
         yield "window", count(self.window, 1, MAX_WINDOW)
         yield "beta", real(self.beta, 0.0, 1.0)
@@ -441,8 +443,10 @@ class ReenactmentOptimizer:
         fn = _render_measure_compiled() if self.compiled else _render_measure
         images, kp = fn(self.person.G, self.net, self.affine, point.ws(), self.bf16)
         zero = images.new_zeros(images.shape[0])
-        terms = {"keypoint": losses.keypoint_loss(kp, batch.targets, self.subset),
-                 "mouth": zero, "eye": zero, "delta": point.l_delta(), "sum": point.l_sum()}
+        keypoint = losses.keypoint_loss(kp, batch.targets, self.subset)
+        if o.opening_weight > 0:
+            keypoint = keypoint + o.opening_weight * losses.opening_loss(kp, batch.targets)
+        terms = {"keypoint": keypoint, "mouth": zero, "eye": zero, "delta": point.l_delta(), "sum": point.l_sum()}
         if batch.pixels is not None and o.mouth_weight > 0:
             terms["mouth"] = losses.masked_l2(images, batch.pixels, batch.mouth)
         if batch.pixels is not None and o.eye_weight > 0:

@@ -1,6 +1,7 @@
 """Reenactment loss terms (METHOD.md section 7), every one per frame ([B] tensors).
 
-    L = keypoint_weight * L_kp + mouth_weight * L_mouth + eye_weight * L_eye + L_delta + L_sum
+    L = keypoint_weight * (L_kp + opening_weight * L_open) + mouth_weight * L_mouth + eye_weight * L_eye
+        + L_delta + L_sum
 
 L_kp compares per-part features (keypoints.part_features) of the MediaPipe points of the generated frame
 with the driving keypoints, all in aligned-crop pixels at the generator resolution R, normalized by the
@@ -57,6 +58,27 @@ def keypoint_loss(points: torch.Tensor, target: torch.Tensor, subset: KeypointSu
     cent = _weighted_sq(fp.centroids - ft.centroids).mean(-1)
     scale = (fp.scale - ft.scale).square()
     return KP_SCALE * (local + CENTROID_WEIGHT * cent + SCALE_WEIGHT * scale) / ref.square()
+
+
+def opening_ratios(points: torch.Tensor) -> torch.Tensor:
+    """[..., 478, 3] -> [..., 3]: mouth opening (|13 - 14| / inter-ocular distance) and the right and left eye
+    openings (lid gap 159-145 / 386-374 over eye width 33-133 / 362-263), x, y only: the ratios the
+    evaluation correlates between driver and output (reenact.evaluation.metrics). Integer indexing only."""
+    def dist(i: int, j: int) -> torch.Tensor:
+        d = points[..., i, :2] - points[..., j, :2]
+        return d.square().sum(-1).clamp_min(1e-12).sqrt()
+
+    mouth = dist(13, 14) / inter_ocular(points).clamp_min(1e-6)
+    right = dist(159, 145) / dist(33, 133).clamp_min(1e-6)
+    left = dist(386, 374) / dist(362, 263).clamp_min(1e-6)
+    return torch.stack([mouth, right, left], -1)
+
+
+def opening_loss(points: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L_open [...]: KP_SCALE x the squared differences of the three opening ratios (opening_ratios) of
+    points and target. The per-part keypoint loss sees a mouth opening only as two of its 70 points moving;
+    this term weighs the opening itself (what "the expression follows the driver" means to a viewer)."""
+    return KP_SCALE * (opening_ratios(points) - opening_ratios(target)).square().sum(-1)
 
 
 def _weighted_sq(d: torch.Tensor) -> torch.Tensor:

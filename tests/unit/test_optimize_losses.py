@@ -144,6 +144,45 @@ def test_masked_l2_is_zero_outside_the_mask():
 # ------------------------------------------------------------------------------------ terms + gradients
 
 
+def test_opening_ratios_are_the_retargeting_expression_features_and_the_loss_sees_a_mouth_opening(face_points):
+    from reenact.optimize.retarget import expression_features
+
+    pts = torch.from_numpy(face_points).double()
+    np.testing.assert_allclose(losses.opening_ratios(pts).numpy(), expression_features(face_points.astype(np.float64)),
+                               rtol=1e-6)
+    assert float(losses.opening_loss(pts, pts)) == 0.0
+    opened = pts.clone()
+    opened[14, 1] += 0.05 * float(inter_ocular(pts))  # the lower inner lip drops by 5 % of the eye distance
+    opened.requires_grad_(True)
+    loss = losses.opening_loss(opened, pts)
+    assert float(loss.detach()) == pytest.approx(losses.KP_SCALE * 0.05 ** 2, rel=0.05)
+    loss.backward()
+    moved = opened.grad.abs().sum(-1).nonzero().flatten().tolist()
+    assert {13, 14} <= set(moved) and set(moved) <= {13, 14, 33, 133, 362, 263, 159, 145, 386, 374}
+    batch = torch.stack([pts, opened.detach()])
+    assert losses.opening_loss(batch, pts.expand(2, -1, -1)).shape == (2,)
+
+
+def test_opening_weight_adds_the_opening_term_to_the_keypoint_term(person, face_points):
+    from reenact.models.pplus import PPlus
+
+    frames = [_frame(t, R) for t in targets(face_points, 2)]
+    base = ReenactmentOptimizer(person, opts())
+    weighted = ReenactmentOptimizer(person, opts(opening_weight=3.0))
+    point = PPlus(person.anchor_w, person.G.num_ws, batch_size=2)
+    batch = base._batch(frames)
+    with torch.no_grad():
+        t0, _ = base._terms(point, batch)
+        t1, _ = weighted._terms(point, batch)
+        kp = losses.generated_keypoints(base.net, person.G.synthesis(point.ws(), noise_mode="const"), base.affine)
+        extra = 3.0 * losses.opening_loss(kp, batch.targets)
+    assert (extra > 0).all()
+    torch.testing.assert_close(t1["keypoint"], t0["keypoint"] + extra, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(t1["total"] - t0["total"], extra, rtol=1e-3, atol=1e-4)
+    with pytest.raises(InvalidInputError, match="opening_weight"):
+        OptimizerOptions(opening_weight=-1.0).validate()
+
+
 def test_every_loss_term_is_finite_with_gradients_to_alpha_and_delta(person, face_points):
     from reenact.models.pplus import PPlus
 
