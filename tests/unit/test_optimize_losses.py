@@ -339,3 +339,13 @@ def test_should_stop_raises_cancelled(person, face_points):
             opt.push(t)
         opt.flush()
     assert calls["n"] == 3  # stopped at once, not after the step budget
+
+
+def test_opening_weight_travels_in_the_optimizer_proto():
+    from reenact.api.optimizer.v1 import optimizer_pb2 as pb
+    from services.optimizer.servicer import options_from_proto
+
+    assert options_from_proto(pb.OptimizerOptions()).opening_weight == OptimizerOptions().opening_weight
+    assert options_from_proto(pb.OptimizerOptions(opening_weight=2.5)).opening_weight == 2.5
+    with pytest.raises(InvalidInputError, match="config.options.opening_weight"):
+        options_from_proto(pb.OptimizerOptions(opening_weight=-1.0))
