@@ -215,7 +215,7 @@ class ReenactmentOptimizer:
         self._last_index: int | None = None
         self._previous: tuple[torch.Tensor, torch.Tensor] | None = None  # (alpha [N], delta [num_ws, N])
         self._last_result: FrameResult | None = None
-        self.init = self._init_mode(options.init, person)
+        self.init = self.resolve_init(options.init, person)
         self.stats = {"anchor_starts": 0, "warm_starts": 0, "regressor_starts": 0}
         self.trace: list[list[dict]] | None = None  # set to [] to record each window's mean terms per step
         # compile: the forward of a step (W+ -> image -> keypoints) under torch.compile (fewer, fused kernels:
@@ -233,7 +233,9 @@ class ReenactmentOptimizer:
         self._static_step = None
 
     @staticmethod
-    def _init_mode(init: str, person: PersonModel) -> str:
+    def resolve_init(init: str, person: PersonModel) -> str:
+        """The init mode a stream of `person` uses for `init` ("auto" resolved; "regressor" without an
+        initializer raises PreconditionError)."""
         if init == "auto":
             return "regressor" if person.initializer is not None else "anchor"
         if init == "regressor" and person.initializer is None:

@@ -244,7 +244,7 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
         options = options_from_proto(cfg.options)
         person = self.cache.get(cfg.person_id, cfg.person_version)
         extra = {"compile": True} if self.config.compile else {}
-        init = ReenactmentOptimizer._init_mode(options.init, person)
+        init = ReenactmentOptimizer.resolve_init(options.init, person)
         if self.config.use_static_step(str(self.device), init, options.steps):
             extra["static"] = True
         engine = self.optimizer_factory(person, options, device=self.device, should_stop=stop.is_set, **extra)
