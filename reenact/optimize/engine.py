@@ -309,6 +309,13 @@ class ReenactmentOptimizer:
             out.append(result)
         return out
 
+    def close(self) -> None:
+        """Release what this stream holds on the device (the static step's CUDA graph, destroyed under the
+        capture lock, reenact.optimize.graphed); idempotent. The optimizer service calls it when a stream ends."""
+        if self._static_step is not None:
+            self._static_step.close()
+            self._static_step = None
+
     def _static(self):
         if self._static_step is None:
             from .graphed import StaticStep, WarmStart  # graphed imports this module

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import threading
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,32 @@ from .engine import LOSS_NAMES, FrameResult, ReenactmentOptimizer, _Batch, _Best
 from .keypoints import NUM_POINTS
 
 _CAPTURE_LOCK = threading.Lock()  # one capture at a time per process (streams run in gRPC worker threads)
+# CUDA graphs of dropped steps wait here and are destroyed under _CAPTURE_LOCK, never during a capture.
+# A finished stream's engine and step form a reference cycle that Python's cyclic GC frees in whatever
+# thread it runs, possibly the thread of another stream's capture (many allocations, so GC runs there):
+# destroying a graph (its exec and memory pool) inside a capture invalidates it. In the optimizer service
+# 3-step captures failed that way on an H100 (cudaErrorStreamCaptureInvalidated) after an earlier stream.
+_RETIRED: list[list] = []
+
+
+def _retire(holder: list) -> None:
+    """weakref.finalize callback of a StaticStep (any thread): hand its graph over, do not destroy it here."""
+    if holder:
+        _RETIRED.append(list(holder))
+        holder.clear()
+
+
+def _drain_retired_locked() -> None:
+    if _RETIRED:
+        if torch.cuda.is_initialized():
+            torch.cuda.synchronize()  # no replay of a retired graph still running
+        _RETIRED.clear()
+
+
+def release_graphs() -> None:
+    """Destroy the CUDA graphs of dropped static steps now (serialized with captures)."""
+    with _CAPTURE_LOCK:
+        _drain_retired_locked()
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as the engine uses them
 ADAM_EPS = 1e-8
 
@@ -107,6 +134,15 @@ class StaticStep:
         self.eye = torch.zeros(b, r, r, device=dev) if self.photometric else None
         self._graph: torch.cuda.CUDAGraph | None = None
         self._out: dict[str, torch.Tensor] | None = None
+        self._holder: list = []  # the graph and its outputs, retired (not destroyed) when this step goes
+        weakref.finalize(self, _retire, self._holder)
+
+    def close(self) -> None:
+        """Drop the CUDA graph (destroyed under the capture lock); the step captures again if run later."""
+        self._graph = self._out = None
+        _retire(self._holder)
+        if _RETIRED:
+            release_graphs()
 
     # ------------------------------------------------------------------------------------- the step
 
@@ -168,6 +204,7 @@ class StaticStep:
             self._capture_locked()
 
     def _capture_locked(self) -> None:
+        _drain_retired_locked()
         side = torch.cuda.Stream(self.engine.device)
         side.wait_stream(torch.cuda.current_stream(self.engine.device))
         with torch.cuda.stream(side):
@@ -181,6 +218,7 @@ class StaticStep:
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             self._out = self._forward()
         self._graph = graph
+        self._holder[:] = [graph, self._out]
 
     # ---------------------------------------------------------------------------------------- a batch
 

@@ -276,6 +276,7 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
                 log.info("optimize stream cancelled; engine stopped", extra={"last_index": stream.last_index})
             finally:
                 stream.close()
+                engine.close()  # the static step's CUDA graph goes now, under the capture lock
 
     def _run(self, engine: ReenactmentOptimizer, stream: _Stream,
              requests: Iterator) -> Iterator[optimizer_pb2.OptimizeResponse]:

@@ -197,6 +197,22 @@ def test_cuda_graph_replay_equals_the_eager_static_step():
                     np.testing.assert_allclose(a.ws, b.ws, atol=1e-4)
                     assert np.abs(ia.astype(int) - ib.astype(int)).max() <= 2
         assert sorted(graph._static) == [1, 4] and all(s._graph is not None for s in graph._static.values())
+    # a second stream captures while the first one's graphs are retired (dropped, then destroyed under the lock)
+    from reenact.optimize import ReenactmentOptimizer, graphed
+
+    del graph, eager
+    opts = OptimizerOptions(steps=3, init="regressor", window=2, keypoint_sigma=0.0)
+    first = ReenactmentOptimizer(person, opts, static=True)
+    out = [r for t in targets[:4] for r in first.push(t)]
+    del first
+    import gc
+
+    gc.collect()  # the first stream's graph is retired now and destroyed by the second stream's capture
+    assert graphed._RETIRED
+    second = ReenactmentOptimizer(person, opts, static=True)
+    out2 = [r for t in targets[:4] for r in second.push(t)] + second.flush()
+    assert len(out) == 4 and len(out2) == 4 and not graphed._RETIRED
+    second.close()
 
 
 def test_engine_static_windows_stream_in_order(person):
@@ -232,3 +248,44 @@ def test_engine_static_checks_and_cancel(person):
                                 should_stop=lambda: True)
     with pytest.raises(CancelledError):
         stop.push(_targets(person, 1)[0])
+
+
+def test_a_dropped_steps_graph_is_retired_not_destroyed_until_the_capture_lock_is_free(person):
+    """A finished stream's engine and its static step form a reference cycle; Python's GC may free it in the
+    thread of another stream's CUDA graph capture, and destroying a graph there invalidates that capture
+    (seen in the optimizer service on an H100). A dropped step's graph (here a stand-in object: CPU) is
+    handed to graphed._RETIRED and destroyed only by release_graphs() / the next capture, under the lock;
+    engine.close() (called by the service when a stream ends) releases it at once."""
+    import gc
+    import weakref
+
+    from reenact.optimize import ReenactmentOptimizer, graphed
+
+    class Graph:  # stands in for a torch.cuda.CUDAGraph
+        pass
+
+    opts = OptimizerOptions(steps=1, init="regressor", window=2, keypoint_sigma=0.0)
+    engine = ReenactmentOptimizer(person, opts, static=True)
+    for t in _targets(person, 2):
+        engine.push(t)
+    step = engine._static_step
+    assert step is not None and step._graph is None  # CPU: no capture
+    g = Graph()
+    alive = weakref.ref(g)
+    step._holder[:] = [g, {}]
+    del g, step, engine
+    gc.collect()  # the cycle engine <-> step is freed: the graph is retired, still alive
+    assert alive() is not None and any(alive() in h for h in graphed._RETIRED)
+    graphed.release_graphs()
+    assert alive() is None and graphed._RETIRED == []
+
+    engine = ReenactmentOptimizer(person, opts, static=True)
+    for t in _targets(person, 2):
+        engine.push(t)
+    g = Graph()
+    alive = weakref.ref(g)
+    engine._static_step._holder[:] = [g]
+    del g
+    engine.close()
+    assert alive() is None and engine._static_step is None and graphed._RETIRED == []
+    engine.close()  # idempotent
