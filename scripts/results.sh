@@ -4,6 +4,7 @@
 #   bash scripts/results.sh cpu            # CPU profile, everything here (about 10 min on 2 cores)
 #   bash scripts/results.sh gpu-prepare    # CPU machine: bundles for the GPU profile (MediaPipe)
 #   bash scripts/results.sh gpu-produce    # GPU machine: enrollment + the methods (torch only)
+#   bash scripts/results.sh gpu-opening    # GPU machine, optional: the opening_weight experiment
 #   bash scripts/results.sh gpu-score      # CPU machine: metrics, results.md, report.html (MediaPipe, dlib)
 # Output: $OUT (default runs/results-<profile>)/results.md, {self,cross}/results.json and report.html.
 set -euo pipefail
@@ -27,8 +28,19 @@ case "$what" in
     OUT=${OUT:-runs/results-gpu}
     suite --out "$OUT" --phase produce --profile gpu --device cuda --frames 24 --crop-size 256 --paper-steps 100 \
       --methods "$METHODS" ;;
+  gpu-opening)
+    # The opening_weight experiment of docs/RESULTS.md (after gpu-produce, on the same GPU machine: it uses
+    # the person gpu-produce enrolled): ours and ours-relative per weight into $OUT/<protocol>-ow<W>;
+    # score each folder on the CPU machine with `reenact eval score <folder> --bundle $OUT/<protocol>/bundle.npz`.
+    OUT=${OUT:-runs/results-gpu}
+    for w in ${WEIGHTS:-1 4 10}; do
+      for p in self cross; do
+        "$PY" -m reenact.evaluation produce "$OUT/$p/bundle.npz" --out "$OUT/$p-ow$w" --device cuda --profile gpu \
+          --methods ours,ours-relative --store "file://$(cd "$OUT" && pwd)/self/store" --person person --ours-set "opening_weight=$w"
+      done
+    done ;;
   gpu-score)
     OUT=${OUT:-runs/results-gpu}
     suite --out "$OUT" --phase score --profile gpu --frames 24 --crop-size 256 ;;
-  *) echo "usage: $0 cpu|gpu-prepare|gpu-produce|gpu-score" >&2; exit 2 ;;
+  *) echo "usage: $0 cpu|gpu-prepare|gpu-produce|gpu-opening|gpu-score" >&2; exit 2 ;;
 esac

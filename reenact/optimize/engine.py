@@ -2,7 +2,8 @@
 
 Per driving frame t the engine finds a point (alpha_t, delta_t) of the person's P+ space minimizing
 
-    L = keypoint_weight * L_kp + mouth_weight * L_mouth + eye_weight * L_eye + L_delta + L_sum
+    L = keypoint_weight * (L_kp + opening_weight * L_open) + mouth_weight * L_mouth + eye_weight * L_eye
+        + L_delta + L_sum
 
 (reenact.optimize.losses). Streaming: `push(target)` buffers frames; keypoints are Gaussian smoothed over
 time (sigma `keypoint_sigma` frames, look-ahead ceil(3 sigma)), then frames are optimized `window` at a
