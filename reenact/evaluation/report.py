@@ -97,6 +97,12 @@ def write_report(path: str | Path, results: dict, bundle, outputs: dict[str, np.
         Plot("Mouth opening ratio", [Series("driver", x, _nan(drv["mouth_open"]))] + series("mouth_open"),
              "frame", "ratio"),
         Plot("Eye opening ratio", [Series("driver", x, _nan(drv["eye_open"]))] + series("eye_open"), "frame", "ratio"),
+    ]
+    if "mouth_open_68" in drv:  # results scored before the dlib 68-point second opinion have no such series
+        rep.plots.append(Plot("Mouth opening ratio, dlib 68-point landmarks (second opinion)",
+                              [Series("driver", x, _nan(drv["mouth_open_68"]))] + series("mouth_open_68"),
+                              "frame", "ratio"))
+    rep.plots += [
         Plot("Yaw (rigid fit)", [Series("driver", x, _nan(drv["yaw"]))] + series("yaw"), "frame", "degrees"),
     ]
     if any("keypoint_error_gt" in p for p in per.values()):

@@ -25,7 +25,9 @@ PAPER_STEPS = 3
 METHODS = ("nearest", "warp", "paper", "ours")
 AGGREGATE_KEYS = ("frames", "output_faces_found", "identity_faces_found", "identity_distance", "identity_below_0_5",
                   "identity_below_0_6", "expression_error", "lips_error", "eyes_error", "mouth_open_corr",
-                  "eye_open_corr", "pose_error_deg", "jitter", "jitter_ratio", "fps", "seconds")
+                  "eye_open_corr", "pose_error_deg", "jitter", "jitter_ratio", "fps", "seconds",
+                  "landmarks68_faces_found", "expression_error_68", "lips_error_68", "eyes_error_68",
+                  "mouth_open_corr_68", "eye_open_corr_68")
 TINY = ["--frames", str(FRAMES), "--scan-size", "192", "--profile-set", "base_steps=40", "--profile-set",
         "tune_steps=10", "--profile-set", "eval_steps=3", "--paper-steps", str(PAPER_STEPS),
         "--ours-set", "first_frame_steps=6", "--ours-set", "steps=3"]
@@ -49,6 +51,8 @@ def test_suite_writes_both_protocol_tables_and_reports(suite):
         html = (suite / proto / "report.html").read_text()
         assert html.count("<img") >= 2 * (1 + len(METHODS))  # the strip: driver + 4 methods per column
         assert "data:image/png;base64" in html and "Identity distance" in html
+        assert "dlib 68-point landmarks (second opinion)" in html
+    assert "expr err (dlib68)" in md and "mouth r (dlib68)" in md
     for m in METHODS:
         assert md.count(f"| {m} |") == 2
 
@@ -60,6 +64,8 @@ def test_results_json_schema(suite):
         assert res["identity"]["sface"] is None and "SFace" in res["identity"]["sface_note"]
         assert res["identity"]["references_with_face"] >= 1
         assert res["driver"]["frames"] == FRAMES and res["driver"]["frames_without_face"] == 0
+        assert 0 < res["driver"]["landmarks68_faces_found"] <= FRAMES  # dlib 68-point second opinion
+        assert len(res["driver"]["per_frame"]["mouth_open_68"]) == FRAMES
         assert set(res["methods"]) == set(METHODS)
         for name, m in res["methods"].items():
             agg = m["aggregate"]
