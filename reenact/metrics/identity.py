@@ -22,6 +22,24 @@ def _model_path(name: str) -> str:
     return path
 
 
+def _upscaled(rgb: np.ndarray, below: int, to: int) -> tuple[np.ndarray, int]:
+    """(contiguous uint8 image, integer scale): an image whose short side is below `below` px is enlarged
+    by pixel repetition to about `to` px; others are returned at scale 1."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if min(rgb.shape[:2]) >= below:
+        return rgb, 1
+    scale = int(np.ceil(to / min(rgb.shape[:2])))
+    return np.ascontiguousarray(np.repeat(np.repeat(rgb, scale, 0), scale, 1)), scale
+
+
+def _best_face(detector, rgb: np.ndarray, upsample: int):
+    """dlib rectangle of the most confident (then largest) HOG detection, or None."""
+    dets, scores, _ = detector.run(rgb, upsample, 0.0)
+    if not dets:
+        return None
+    return dets[max(range(len(dets)), key=lambda i: (scores[i], dets[i].area()))]
+
+
 class FaceDescriptor:
     """dlib HOG detector + 5-point shape predictor + ResNet descriptor (128-d)."""
 
@@ -37,15 +55,11 @@ class FaceDescriptor:
         """128-d descriptor of the most confident face, or None when no face is found."""
         import dlib
 
-        rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
-        if min(rgb.shape[:2]) < 80:  # dlib's HOG window is 80 px: upscale small generator outputs
-            scale = int(np.ceil(160 / min(rgb.shape[:2])))
-            rgb = np.ascontiguousarray(np.repeat(np.repeat(rgb, scale, 0), scale, 1))
-        dets, scores, _ = self.detector.run(rgb, self.upsample, 0.0)
-        if not dets:
+        rgb, _ = _upscaled(rgb, 80, 160)  # dlib's HOG window is 80 px: upscale small generator outputs
+        best = _best_face(self.detector, rgb, self.upsample)
+        if best is None:
             return None
-        best = max(range(len(dets)), key=lambda i: (scores[i], dets[i].area()))
-        shape = self.shape(rgb, dets[best])
+        shape = self.shape(rgb, best)
         chip = dlib.get_face_chip(rgb, shape, size=150, padding=0.25)
         return np.asarray(self.net.compute_face_descriptor(chip), dtype=np.float64)
 
@@ -75,15 +89,10 @@ class Landmarks68:
 
     def points(self, rgb: np.ndarray) -> np.ndarray | None:
         """[68, 2] float64 in the image's pixels (x, y) of the most confident face, or None."""
-        rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
-        scale = 1
-        if min(rgb.shape[:2]) < 160:  # small generator outputs: upscale for the 80 px HOG window
-            scale = int(np.ceil(320 / min(rgb.shape[:2])))
-            rgb = np.ascontiguousarray(np.repeat(np.repeat(rgb, scale, 0), scale, 1))
-        dets, scores, _ = self.detector.run(rgb, self.upsample, 0.0)
-        if not dets:
+        rgb, scale = _upscaled(rgb, 160, 320)  # small generator outputs: upscale for the 80 px HOG window
+        best = _best_face(self.detector, rgb, self.upsample)
+        if best is None:
             return None
-        best = max(range(len(dets)), key=lambda i: (scores[i], dets[i].area()))
-        shape = self.shape(rgb, dets[best])
+        shape = self.shape(rgb, best)
         pts = np.array([[p.x, p.y] for p in shape.parts()], np.float64)
         return (pts + 0.5) / scale - 0.5  # pixel centres of the upscaled image back to the original's
