@@ -59,15 +59,20 @@ def inter_ocular(points: np.ndarray) -> np.ndarray:
 def expression_error(driver: np.ndarray, output: np.ndarray) -> dict[str, np.ndarray]:
     """Per frame [T] error of each part and their mean ("expression"); NaN where either has no face."""
     d, o = np.asarray(driver, np.float64), np.asarray(output, np.float64)
-    iod_d, iod_o = inter_ocular(d), inter_ocular(o)
+    return _part_errors(d, o, EXPRESSION_PARTS, inter_ocular(d), inter_ocular(o))
+
+
+def _part_errors(d: np.ndarray, o: np.ndarray, parts: dict, iod_d: np.ndarray, iod_o: np.ndarray) -> dict:
+    """Per part: mean 2-D distance between the driver's and the output's part points [T, K, >= 2], each
+    centred on its part and divided by its face's inter-ocular distance; "expression": the parts' mean."""
     out = {}
-    for name, idx in EXPRESSION_PARTS.items():
+    for name, idx in parts.items():
         pd = d[:, list(idx), :2]
         po = o[:, list(idx), :2]
         pd = (pd - pd.mean(axis=1, keepdims=True)) / iod_d[:, None, None]
         po = (po - po.mean(axis=1, keepdims=True)) / iod_o[:, None, None]
         out[name] = np.linalg.norm(pd - po, axis=2).mean(axis=1)
-    out["expression"] = np.mean([out[k] for k in EXPRESSION_PARTS], axis=0)
+    out["expression"] = np.mean([out[k] for k in parts], axis=0)
     return out
 
 
@@ -86,15 +91,7 @@ def expression_error_68(driver: np.ndarray, output: np.ndarray) -> dict[str, np.
     """expression_error on dlib 68-point landmarks [T, 68, 2] (lips 20 points, eyes 6 + 6), each face's
     parts centred and divided by its own inter-ocular distance; NaN where either has no face."""
     d, o = np.asarray(driver, np.float64), np.asarray(output, np.float64)
-    iod_d, iod_o = _iod_68(d), _iod_68(o)
-    out = {}
-    for name, idx in EXPRESSION_PARTS_68.items():
-        pd, po = d[:, list(idx)], o[:, list(idx)]
-        pd = (pd - pd.mean(axis=1, keepdims=True)) / iod_d[:, None, None]
-        po = (po - po.mean(axis=1, keepdims=True)) / iod_o[:, None, None]
-        out[name] = np.linalg.norm(pd - po, axis=2).mean(axis=1)
-    out["expression"] = np.mean([out[k] for k in EXPRESSION_PARTS_68], axis=0)
-    return out
+    return _part_errors(d, o, EXPRESSION_PARTS_68, _iod_68(d), _iod_68(o))
 
 
 def ratio_series_68(points: np.ndarray) -> dict[str, np.ndarray]:
