@@ -15,8 +15,10 @@ reenact.optimize.amortized): every frame, the first included, starts from the be
 and the initializer's prediction for its keypoints and gets `steps` (no long first-frame optimization). A window stops early when the relative change of
 its summed loss falls below `tolerance`. Each frame keeps the best point it visited. A frame without a
 face repeats the previous frame's latent (steps 0). motion 'relative' (reenact.optimize.retarget) replaces each
-frame's keypoints, before smoothing, by the person's reference keypoints moved by the driver's motion. Results come back in index order, about
-ceil(3 sigma) + window frames after their target was pushed; `flush()` returns the rest.
+frame's keypoints, before smoothing, by the person's reference keypoints moved by the driver's motion.
+latent_sigma > 0 smooths the returned latents over time (a Gaussian over the face frames' alpha and delta,
+ws recomputed: still points of P+; look-ahead ceil(3 latent_sigma) more frames). Results come back in
+index order, `latency` frames after their target was pushed at most; `flush()` returns the rest.
 
 `should_stop()` is polled before every optimization step; True raises CancelledError at once.
 Deterministic on the CPU for a given seed (the seed only matters for init='random'); on CUDA,
@@ -35,6 +37,7 @@ import numpy as np
 import torch
 
 from reenact.errors import CancelledError, InvalidInputError, PreconditionError
+from reenact.face.smooth import StreamingSmoother
 from reenact.models import pplus as pp
 
 from . import losses
@@ -74,6 +77,9 @@ class OptimizerOptions:
     seed: int = 0
     # "auto": "regressor" when the person version carries an amortized initializer, else "anchor".
     init: str = "auto"
+    # Temporal Gaussian smoothing (sigma in frames) of the returned latents (alpha, delta; ws recomputed):
+    # 0 = off. Results come back ceil(3 sigma) frames later; the optimizer's own warm starts are unsmoothed.
+    latent_sigma: float = 0.0
     # "absolute": match the driving keypoints as they are. "relative": match the person's own keypoints moved
     # by the driver's motion since its first face frame (reenact.optimize.retarget; for another identity).
     motion: str = "absolute"
@@ -116,6 +122,7 @@ class OptimizerOptions:
         yield "beta", real(self.beta, 0.0, 1.0)
         yield "keypoint_subset", "" if self.keypoint_subset in SUBSETS else f"must be one of {SUBSETS}"
         yield "keypoint_sigma", real(self.keypoint_sigma, 0.0, 10.0)
+        yield "latent_sigma", real(self.latent_sigma, 0.0, 10.0)
         yield "seed", count(self.seed, 0, 2**63 - 1)
         yield "init", "" if self.init in INITS else f"must be one of {INITS}"
         yield "motion", "" if self.motion in MOTIONS else f"must be one of {MOTIONS}"
@@ -211,6 +218,8 @@ class ReenactmentOptimizer:
         self.anchor_points = person.anchor_points.to(self.device).float()
         self.num_ws = int(person.G.num_ws)
         self._smoother = KeypointSmoother(options.keypoint_sigma)
+        self._latents = StreamingSmoother(options.latent_sigma)  # radius 0 at sigma 0: a pass-through
+        self._last_out: FrameResult | None = None  # the last frame returned after latent smoothing
         self.retargeter = Retargeter(person.anchor_points) if options.motion == "relative" else None
         self._ready: list[_Frame] = []
         self._last_index: int | None = None
@@ -249,13 +258,13 @@ class ReenactmentOptimizer:
     def latency(self) -> int:
         """At most this many frames are pushed after a frame before it comes back (smoothing look-ahead
         ceil(3 sigma) + window - 1; the last frame of a window comes back after the look-ahead alone)."""
-        return self._smoother.delay + self.options.window - 1
+        return self._smoother.delay + self.options.window - 1 + self._latents.radius
 
     def push(self, target: Target) -> list[FrameResult]:
         raw, goal = self.accept(target)
         for payload, smoothed in self._smoother.push(goal, (target, raw)):
             self._ready.append(_Frame(payload[0], smoothed, payload[1]))
-        return self._run_full_windows()
+        return self._smooth_latents(self._run_full_windows())
 
     def accept(self, target: Target) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Validate the next target (index order) and return (raw, goal) keypoints [478, 3] at R: its own
@@ -275,6 +284,37 @@ class ReenactmentOptimizer:
         if self._ready:
             out += self._run_window(self._ready)
             self._ready = []
+        return self._smooth_latents(out, flush=True)
+
+    def _smooth_latents(self, results: list[FrameResult], flush: bool = False) -> list[FrameResult]:
+        """latent_sigma > 0: Gaussian-smoothed (alpha, delta) over the face frames, ws recomputed (the
+        losses and keypoint_error stay those of the optimized point); a frame without a face repeats the
+        previous returned (smoothed) latent."""
+        if self._latents.radius == 0:
+            return results
+        done = []
+        for r in results:
+            value = np.concatenate([r.alpha.ravel(), r.delta.ravel()]) if r.losses else None
+            done += self._latents.push(value, r)
+        if flush:
+            done += self._latents.flush()
+        face = [(r, v) for r, v in done if v is not None]
+        smoothed = {}
+        if face:
+            n = self.anchors.shape[0]
+            values = torch.from_numpy(np.stack([v for _, v in face])).to(self.device, torch.float32)
+            alpha, delta = values[:, :n], values[:, n:].reshape(len(face), self.num_ws, n)
+            ws = self._ws(alpha, delta)
+            alpha, delta = _np(alpha), _np(delta)
+            smoothed = {id(r): dataclasses.replace(r, ws=ws[i], alpha=alpha[i], delta=delta[i])
+                        for i, (r, _) in enumerate(face)}
+        out = []
+        for r, v in done:
+            if v is None and self._last_out is not None:
+                p = self._last_out
+                r = dataclasses.replace(r, ws=p.ws.copy(), alpha=p.alpha.copy(), delta=p.delta.copy())
+            out.append(smoothed.get(id(r), r))
+            self._last_out = out[-1]
         return out
 
     # ------------------------------------------------------------------------------------------ windows

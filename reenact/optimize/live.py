@@ -39,7 +39,7 @@ class LiveReenactor:
                  pad: bool | None = None, step: str = "auto", graph: bool | None = None) -> None:
         if step not in STEPS:
             raise ValueError(f"step must be one of {STEPS}, got {step!r}")
-        options = dataclasses.replace(options or OptimizerOptions(steps=2), keypoint_sigma=0.0,
+        options = dataclasses.replace(options or OptimizerOptions(steps=2), keypoint_sigma=0.0, latent_sigma=0.0,
                                       window=max(1, int(max_batch)), tolerance=0.0)
         self.max_batch = options.window
         self.engine = ReenactmentOptimizer(person, options, device=device, bf16=bf16, compile=compile)

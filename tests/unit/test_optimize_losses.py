@@ -349,3 +349,53 @@ def test_opening_weight_travels_in_the_optimizer_proto():
     assert options_from_proto(pb.OptimizerOptions(opening_weight=2.5)).opening_weight == 2.5
     with pytest.raises(InvalidInputError, match="config.options.opening_weight"):
         options_from_proto(pb.OptimizerOptions(opening_weight=-1.0))
+
+
+def test_latent_sigma_smooths_the_returned_latents_over_the_face_frames(person, face_points):
+    from reenact.face.smooth import smooth_offline
+
+    frames = targets(face_points, 9)
+    frames[4] = Target(4, face_points, 128, None, has_face=False)
+
+    def run(sigma):
+        opt = ReenactmentOptimizer(person, opts(latent_sigma=sigma))
+        out, late = [], []
+        for i, t in enumerate(frames):
+            out += opt.push(t)
+            late.append(i - len(out))  # frames pushed but not returned yet
+        return opt, out + opt.flush(), max(late)
+
+    plain_opt, plain, _ = run(0.0)
+    opt, smoothed, late = run(1.0)
+    assert opt.latency == plain_opt.latency + 3 and late <= opt.latency
+    assert [r.index for r in smoothed] == list(range(9))
+    face = np.array([bool(r.losses) for r in plain])
+    assert face.tolist() == [i != 4 for i in range(9)]
+    n = person.anchor_w.shape[0]
+    raw = np.stack([np.concatenate([r.alpha.ravel(), r.delta.ravel()]) for r in plain])
+    want = smooth_offline(raw, face, sigma=1.0)
+    for i, (p, s) in enumerate(zip(plain, smoothed, strict=True)):
+        assert s.losses == p.losses and s.steps == p.steps  # the optimized point's own numbers
+        if not face[i]:  # a frame without a face repeats the previous returned (smoothed) latent
+            assert not s.losses and np.isnan(s.keypoint_error)
+            for k in ("ws", "alpha", "delta"):
+                np.testing.assert_array_equal(getattr(s, k), getattr(smoothed[i - 1], k))
+            continue
+        np.testing.assert_allclose(s.alpha, want[i, :n], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(s.delta.ravel(), want[i, n:], rtol=1e-5, atol=1e-6)
+        ws = opt._ws(torch.from_numpy(s.alpha), torch.from_numpy(s.delta))
+        np.testing.assert_allclose(s.ws, ws, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(np.stack([s.alpha for s in smoothed]), np.stack([p.alpha for p in plain]))
+    for bad in (-1.0, 11.0):
+        with pytest.raises(InvalidInputError, match="latent_sigma"):
+            OptimizerOptions(latent_sigma=bad).validate()
+
+
+def test_latent_sigma_travels_in_the_optimizer_proto():
+    from reenact.api.optimizer.v1 import optimizer_pb2 as pb
+    from services.optimizer.servicer import options_from_proto
+
+    assert options_from_proto(pb.OptimizerOptions()).latent_sigma == 0.0
+    assert options_from_proto(pb.OptimizerOptions(latent_sigma=1.5)).latent_sigma == 1.5
+    with pytest.raises(InvalidInputError, match="config.options.latent_sigma"):
+        options_from_proto(pb.OptimizerOptions(latent_sigma=-1.0))
