@@ -202,14 +202,14 @@ def test_cuda_graph_replay_equals_the_eager_static_step():
 
     del graph, eager
     opts = OptimizerOptions(steps=3, init="regressor", window=2, keypoint_sigma=0.0)
-    first = ReenactmentOptimizer(person, opts, static=True)
+    first = ReenactmentOptimizer(person, opts, static=True, device="cuda")
     out = [r for t in targets[:4] for r in first.push(t)]
     del first
     import gc
 
     gc.collect()  # the first stream's graph is retired now and destroyed by the second stream's capture
     assert graphed._RETIRED
-    second = ReenactmentOptimizer(person, opts, static=True)
+    second = ReenactmentOptimizer(person, opts, static=True, device="cuda")
     out2 = [r for t in targets[:4] for r in second.push(t)] + second.flush()
     assert len(out) == 4 and len(out2) == 4 and not graphed._RETIRED
     second.close()
