@@ -43,8 +43,8 @@ _CAPTURE_LOCK = threading.Lock()  # one capture at a time per process (streams r
 # A finished stream's engine and step form a reference cycle that Python's cyclic GC frees in whatever
 # thread it runs, possibly the thread of another stream's capture (many allocations, so GC runs there):
 # destroying a graph (its exec and memory pool) inside a capture invalidates it. In the optimizer service,
-# 3-step captures failed on an H100 (cudaErrorStreamCaptureInvalidated) after an earlier stream; this is
-# the likely cause (docs/BENCHMARKS.md "Live mode"; the fix is not yet verified on a GPU).
+# 3-step captures failed on an H100 (cudaErrorStreamCaptureInvalidated) after an earlier stream; with
+# this retirement the same runs pass there (docs/BENCHMARKS.md "Live mode").
 _RETIRED: list[list] = []
 
 
