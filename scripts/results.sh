@@ -5,6 +5,9 @@
 #   bash scripts/results.sh gpu-prepare    # CPU machine: bundles for the GPU profile (MediaPipe)
 #   bash scripts/results.sh gpu-produce    # GPU machine: enrollment + the methods (torch only)
 #   bash scripts/results.sh gpu-opening    # GPU machine, optional: the opening_weight experiment
+#   bash scripts/results.sh gpu-variants   # GPU machine, optional: opening_weight x latent_sigma variants
+# FRAMES (default 24) sets the driving frames per protocol of the gpu-* modes (the 96-frame cross run of
+# docs/RESULTS.md: FRAMES=96 OUT=runs/results-gpu96).
 #   bash scripts/results.sh gpu-score      # CPU machine: metrics, results.md, report.html (MediaPipe, dlib)
 # Output: $OUT (default runs/results-<profile>)/results.md, {self,cross}/results.json and report.html.
 set -euo pipefail
@@ -21,26 +24,37 @@ case "$what" in
     suite --out "$OUT" --profile cpu-quick --device cpu --frames 30 --crop-size 128 --paper-steps 100 --methods "$METHODS" ;;
   gpu-prepare)
     OUT=${OUT:-runs/results-gpu}
-    suite --out "$OUT" --phase prepare --profile gpu --frames 24 --crop-size 256 ;;
+    suite --out "$OUT" --phase prepare --profile gpu --frames "${FRAMES:-24}" --crop-size 256 ;;
   gpu-produce)
     # Needs torch (CUDA), numpy, opencv and this repository; the MobileNetV2 weights of the perceptual
     # distance ($REENACT_WEIGHTS_DIR or .cache/weights, from `python -m reenact.perceptual --fetch`).
     OUT=${OUT:-runs/results-gpu}
-    suite --out "$OUT" --phase produce --profile gpu --device cuda --frames 24 --crop-size 256 --paper-steps 100 \
+    suite --out "$OUT" --phase produce --profile gpu --device cuda --frames "${FRAMES:-24}" --crop-size 256 --paper-steps 100 \
       --methods "$METHODS" ;;
-  gpu-opening)
-    # The opening_weight experiment of docs/RESULTS.md (after gpu-produce, on the same GPU machine: it uses
-    # the person gpu-produce enrolled): ours and ours-relative per weight into $OUT/<protocol>-ow<W>;
-    # score each folder on the CPU machine with `reenact eval score <folder> --bundle $OUT/<protocol>/bundle.npz`.
+  gpu-opening|gpu-variants)
+    # Engine-option variants of ours-relative (docs/RESULTS.md: the opening-ratio term, latent smoothing),
+    # after gpu-produce on the same GPU machine (they use the person gpu-produce enrolled): one folder
+    # $OUT/<protocol>-<name> per variant. VARIANTS: "name:opt=v,opt=v ..."; PROTOCOLS: "self cross".
+    # Score each folder on the CPU machine: `reenact eval score <folder> --bundle $OUT/<protocol>/bundle.npz`.
     OUT=${OUT:-runs/results-gpu}
-    for w in ${WEIGHTS:-1 4 10}; do
-      for p in self cross; do
-        "$PY" -m reenact.evaluation produce "$OUT/$p/bundle.npz" --out "$OUT/$p-ow$w" --device cuda --profile gpu \
-          --methods ours,ours-relative --store "file://$(cd "$OUT" && pwd)/self/store" --person person --ours-set "opening_weight=$w"
+    if [ "$what" = gpu-opening ]; then
+      default=""; for w in ${WEIGHTS:-1 4 10}; do default="$default ow$w:opening_weight=$w"; done
+      vmethods=ours,ours-relative
+    else
+      vmethods=ours-relative
+      default="ow4:opening_weight=4 ow0ls1:latent_sigma=1 ow4ls1:opening_weight=4,latent_sigma=1 ow4ls2:opening_weight=4,latent_sigma=2 ow4ls3:opening_weight=4,latent_sigma=3 ow10ls1:opening_weight=10,latent_sigma=1 ow10ls2:opening_weight=10,latent_sigma=2 ct4ls1:opening_weight=4,latent_sigma=1,keypoint_subset=contours"
+    fi
+    store="file://$(cd "$OUT" && pwd)/self/store"
+    for v in ${VARIANTS:-$default}; do
+      name=${v%%:*}; sets=(); IFS=, read -ra kvs <<< "${v#*:}"
+      for kv in "${kvs[@]}"; do sets+=(--ours-set "$kv"); done
+      for p in ${PROTOCOLS:-self cross}; do
+        "$PY" -m reenact.evaluation produce "$OUT/$p/bundle.npz" --out "$OUT/$p-$name" --device cuda --profile gpu \
+          --methods "$vmethods" --store "$store" --person person "${sets[@]}"
       done
     done ;;
   gpu-score)
     OUT=${OUT:-runs/results-gpu}
-    suite --out "$OUT" --phase score --profile gpu --frames 24 --crop-size 256 ;;
-  *) echo "usage: $0 cpu|gpu-prepare|gpu-produce|gpu-opening|gpu-score" >&2; exit 2 ;;
+    suite --out "$OUT" --phase score --profile gpu --frames "${FRAMES:-24}" --crop-size 256 ;;
+  *) echo "usage: $0 cpu|gpu-prepare|gpu-produce|gpu-opening|gpu-variants|gpu-score" >&2; exit 2 ;;
 esac
