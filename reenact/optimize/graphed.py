@@ -35,6 +35,7 @@ import torch
 
 from reenact.models import pplus as pp
 
+from . import losses
 from .engine import LOSS_NAMES, FrameResult, ReenactmentOptimizer, _Batch, _Best, _Frame, _keep_best
 from .keypoints import NUM_POINTS
 
@@ -66,6 +67,7 @@ def release_graphs() -> None:
     """Destroy the CUDA graphs of dropped static steps now (serialized with captures)."""
     with _CAPTURE_LOCK:
         _drain_retired_locked()
+PACKED = ("alpha", "delta", "ws", "terms", "error", "pick")  # the fields of the packed output row, in order
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as the engine uses them
 ADAM_EPS = 1e-8
 
@@ -93,6 +95,7 @@ class WarmStart:
     alpha: torch.Tensor   # [N]
     delta: torch.Tensor   # [num_ws, N]
     valid: torch.Tensor   # bool [] : False until the first batch is done
+    started: bool = False  # host copy of `valid` (read without a device sync)
 
     @classmethod
     def zeros(cls, num_anchors: int, num_ws: int, device) -> WarmStart:
@@ -133,6 +136,11 @@ class StaticStep:
         self.pixels = torch.zeros(b, 3, r, r, device=dev) if self.photometric else None
         self.mouth = torch.zeros(b, r, r, device=dev) if self.photometric else None
         self.eye = torch.zeros(b, r, r, device=dev) if self.photometric else None
+        # Host side: inputs are written into staging buffers and outputs read from them, pinned on CUDA (one
+        # asynchronous copy each way per tensor, one device sync per batch; reused, so results are copied out).
+        pin = dev.type == "cuda"
+        self._in = {k: torch.zeros(v.shape, dtype=v.dtype, pin_memory=pin) for k, v in self._inputs().items()}
+        self._host: dict[str, torch.Tensor] | None = None  # pinned copies of the packed outputs (first run)
         self._graph: torch.cuda.CUDAGraph | None = None
         self._out: dict[str, torch.Tensor] | None = None
         self._holder: list = []  # the graph and its outputs, retired (not destroyed) when this step goes
@@ -144,6 +152,12 @@ class StaticStep:
         _retire(self._holder)
         if _RETIRED:
             release_graphs()
+
+    def _inputs(self) -> dict[str, torch.Tensor]:
+        bufs = {"targets": self.targets}
+        if self.photometric:
+            bufs.update(pixels=self.pixels, mouth=self.mouth, eye=self.eye)
+        return bufs
 
     # ------------------------------------------------------------------------------------- the step
 
@@ -195,10 +209,13 @@ class StaticStep:
             rows = pick * b + torch.arange(b, device=pick.device)
             out_alpha, out_delta = best.alpha[rows], best.delta[rows]
             image = (best_images[rows].clamp(-1, 1) * 127.5 + 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
-            return {"alpha": out_alpha, "delta": out_delta,
-                    "ws": pp.combine(pp.coefficients(out_alpha, out_delta, beta=o.beta), e.anchors),
-                    "terms": torch.stack([best.terms[k][rows] for k in LOSS_NAMES], 1),
-                    "error": best.error[rows], "image": image.contiguous(), "pick": pick}
+            out = {"alpha": out_alpha, "delta": out_delta,
+                   "ws": pp.combine(pp.coefficients(out_alpha, out_delta, beta=o.beta), e.anchors),
+                   "terms": torch.stack([best.terms[k][rows] for k in LOSS_NAMES], 1),
+                   "error": best.error[rows], "image": image.contiguous(), "pick": pick}
+            # every per-frame number in one float32 row per frame: one device-to-host copy (_unpack)
+            out["packed"] = torch.cat([out[k].float().reshape(b, -1) for k in PACKED], 1)
+            return out
 
     def _capture(self) -> None:
         with _CAPTURE_LOCK:
@@ -224,16 +241,51 @@ class StaticStep:
     # ---------------------------------------------------------------------------------------- a batch
 
     def _load(self, frames: list[_Frame]) -> None:
-        n = len(frames)
-        src = self.engine._batch(frames)
-        order = torch.arange(self.batch).clamp_max(n - 1).to(self.engine.device)
-        self.targets.copy_(src.targets.index_select(0, order))
+        """Write the frames (padded with copies of the last one) into the staging buffers, then copy them to
+        the device buffers (asynchronously from pinned memory on CUDA)."""
+        r, n = self.engine.resolution, len(frames)
+        order = [min(i, n - 1) for i in range(self.batch)]
+        host = self._in
+        host["targets"].numpy()[:] = np.stack([frames[i].smoothed for i in order])
         if self.photometric:
-            for buf, t in ((self.pixels, src.pixels), (self.mouth, src.mouth), (self.eye, src.eye)):
-                if t is None:
-                    buf.zero_()
-                else:
-                    buf.copy_(t.index_select(0, order))
+            pixels, mouth, eye = host["pixels"], host["mouth"].numpy(), host["eye"].numpy()
+            for row, i in enumerate(order):
+                f = frames[i]
+                if f.target.crop is None:  # no pixel terms for this frame (as ReenactmentOptimizer._batch)
+                    pixels[row].zero_()
+                    mouth[row], eye[row] = 0.0, 0.0
+                    continue
+                pixels[row].copy_(losses.crop_to_tensor(np.asarray(f.target.crop), r))
+                mouth[row], eye[row] = losses.region_masks(f.raw, r)
+        for name, buf in self._inputs().items():
+            buf.copy_(host[name], non_blocking=True)
+
+    def _unpack(self, out: dict[str, torch.Tensor], n: int, images: bool) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """The first n frames' outputs on the host, as arrays of their own (the buffers are reused)."""
+        packed, image = out["packed"], out["image"]
+        if packed.is_cuda:
+            if self._host is None:
+                self._host = {"packed": torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True),
+                              "image": torch.empty(image.shape, dtype=image.dtype, pin_memory=True)}
+            self._host["packed"].copy_(packed, non_blocking=True)
+            if images:
+                self._host["image"].copy_(image, non_blocking=True)
+            torch.cuda.current_stream(packed.device).synchronize()  # the one host sync of a batch
+            packed, image = self._host["packed"], self._host["image"]
+        rows = packed[:n].detach().numpy().copy()
+        pics = image[:n].detach().numpy().copy() if images else None
+        e = self.engine
+        n_anchors, num_ws, w_dim = e.anchors.shape[0], e.num_ws, e.anchors.shape[1]
+        widths = {"alpha": n_anchors, "delta": num_ws * n_anchors, "ws": num_ws * w_dim,
+                  "terms": len(LOSS_NAMES), "error": 1, "pick": 1}
+        shapes = {"delta": (num_ws, n_anchors), "ws": (num_ws, w_dim), "error": (), "pick": ()}
+        fields, start = {}, 0
+        for k in PACKED:
+            block = rows[:, start:start + widths[k]]
+            fields[k] = block.reshape((n,) + shapes.get(k, (widths[k],)))
+            start += widths[k]
+        assert start == rows.shape[1], (start, rows.shape)
+        return fields, pics
 
     def run(self, frames: list[_Frame], *, images: bool = True) -> list[tuple[FrameResult, np.ndarray | None]]:
         n = len(frames)
@@ -249,12 +301,11 @@ class StaticStep:
             out = self._forward()
         self.warm.alpha.copy_(out["alpha"][n - 1])
         self.warm.delta.copy_(out["delta"][n - 1])
-        had_warm = bool(self.warm.valid)  # host read: the graph's results are ready after this
         self.warm.valid.fill_(True)
-        alpha, delta, ws = (out[k][:n].float().cpu().numpy() for k in ("alpha", "delta", "ws"))
-        terms, error = out["terms"][:n].cpu().numpy(), out["error"][:n].cpu().numpy()
-        pick = out["pick"][:n].cpu().numpy()
-        pics = out["image"][:n].cpu().numpy() if images else None
+        had_warm, self.warm.started = self.warm.started, True
+        fields, pics = self._unpack(out, n, images)
+        alpha, delta, ws, terms, error = (fields[k] for k in ("alpha", "delta", "ws", "terms", "error"))
+        pick = fields["pick"].astype(np.int64)
         e = self.engine
         warm_picks = int((pick == 0).sum()) if had_warm else 0
         e.stats["warm_starts"] += warm_picks

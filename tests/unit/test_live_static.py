@@ -289,3 +289,36 @@ def test_a_dropped_steps_graph_is_retired_not_destroyed_until_the_capture_lock_i
     engine.close()
     assert alive() is None and engine._static_step is None and graphed._RETIRED == []
     engine.close()  # idempotent
+
+
+def test_packed_outputs_unpack_to_the_step_outputs_and_results_own_their_arrays(person):
+    """The static step returns every per-frame number through one packed row per frame (one device-to-host
+    copy) and reuses its host buffers: unpacking gives back each output, and a batch's results keep their
+    values after later batches."""
+    from reenact.optimize import ReenactmentOptimizer
+    from reenact.optimize.engine import LOSS_NAMES, _Frame
+    from reenact.optimize.graphed import StaticStep, WarmStart
+
+    opts = OptimizerOptions(steps=2, init="regressor", window=3, keypoint_sigma=0.0)
+    eng = ReenactmentOptimizer(person, opts)
+    step = StaticStep(eng, 3, WarmStart.zeros(eng.anchors.shape[0], eng.num_ws, eng.device))
+
+    def frames(ts):
+        return [_Frame(t, *([eng.accept(t)[1]] * 2)) for t in ts]
+
+    ts = _targets(person, 5)
+    first = step.run(frames(ts[:2]))
+    out = step._out if step._out is not None else step._forward()  # eager on the CPU: recompute the last batch
+    fields, pics = step._unpack(out, 2, True)
+    for k in ("alpha", "delta", "ws", "error"):
+        np.testing.assert_allclose(fields[k], out[k][:2].float().numpy(), rtol=0, atol=0)
+    np.testing.assert_array_equal(fields["terms"], out["terms"][:2].numpy())
+    np.testing.assert_array_equal(fields["pick"].astype(np.int64), out["pick"][:2].numpy())
+    np.testing.assert_array_equal(pics, out["image"][:2].numpy())
+    assert fields["delta"].shape == (2, eng.num_ws, eng.anchors.shape[0]) and len(LOSS_NAMES) == fields["terms"].shape[1]
+    kept = [(r.ws.copy(), r.alpha.copy(), img.copy()) for r, img in first]
+    step.run(frames(ts[2:5]))
+    for (r, img), (ws, alpha, pic) in zip(first, kept, strict=True):
+        np.testing.assert_array_equal(r.ws, ws)
+        np.testing.assert_array_equal(r.alpha, alpha)
+        np.testing.assert_array_equal(img, pic)
