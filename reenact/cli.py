@@ -756,7 +756,8 @@ def cmd_reenact(ns) -> int:
         with _client(ns) as cl:
             res = cl.reenact_to_file(ns.person_id, ns.output, frames_dir=ns.frames_dir, paste_back=ns.paste_back,
                                      edits=edits, steps=ns.steps, window=ns.window, motion=ns.motion,
-                                     smoothing_sigma=ns.smoothing, person_version=ns.person_version,
+                                     smoothing_sigma=ns.smoothing, opening_weight=ns.opening_weight,
+                                     latent_sigma=ns.latent_sigma, person_version=ns.person_version,
                                      on_event=progress, **kwargs)
     finally:
         if progress:
@@ -925,7 +926,8 @@ class _Demo:
         t0 = time.perf_counter()
         try:
             self.result = cl.reenact_to_file(ns.person, self.out / "result.mp4", steps=self.steps, window=ns.window,
-                                             motion=ns.motion, on_event=progress, **kwargs)
+                                             motion=ns.motion, opening_weight=ns.opening_weight,
+                                             latent_sigma=ns.latent_sigma, on_event=progress, **kwargs)
         finally:
             progress.close()
         self.timings["reenact_seconds"] = time.perf_counter() - t0
@@ -970,7 +972,8 @@ class _Demo:
         s = self.result.summary if self.result else None
         out = {"profile": self.profile, "device": self.info["device"], "person_id": self.ns.person,
                "driving_video": str(self.video), "max_frames": self.max_frames, "steps": self.steps,
-               "motion": self.ns.motion, "edit": self.edit,
+               "motion": self.ns.motion, "opening_weight": self.ns.opening_weight,
+               "latent_sigma": self.ns.latent_sigma, "edit": self.edit,
                "timings_seconds": {k: round(v, 2) for k, v in self.timings.items()},
                "outputs": {"result": str(self.out / "result.mp4"), "report": str(self.out / "report.html")},
                "errors": self.errors}
@@ -1039,7 +1042,10 @@ class _Demo:
         report.sections = self._sections()
         report.facts = [("profile", self.profile), ("device", self.info["device"]), ("person", self.ns.person),
                         ("driving video", str(self.video)), ("driving frames", str(self.max_frames or "all")),
-                        ("optimizer steps/window", f"{self.steps or 'default'} / {self.ns.window or 'default'}")]
+                        ("optimizer steps/window", f"{self.steps or 'default'} / {self.ns.window or 'default'}"),
+                        ("motion / opening weight / latent sigma",
+                         f"{self.ns.motion} / {self.ns.opening_weight or 'default'} / "
+                         f"{self.ns.latent_sigma or 'default'}")]
         report.outputs = [(label, name) for label, name in (
             ("result video (aligned crops)", "result.mp4"), ("paste-back video", "result_pasted.mp4"),
             ("edited video", "edited.mp4"), ("self-scan fixture", "selfscan/selfscan.mp4"),
@@ -1243,6 +1249,16 @@ def _add_person_commands(sub, common) -> None:
     d.set_defaults(fn=cmd_directions)
 
 
+def _add_expression_args(p) -> None:
+    p.add_argument("--opening-weight", type=float, default=0.0, metavar="W",
+                   help="weight of the optimizer's mouth/eye opening-ratio term, 0..1e6 (0 = server default, "
+                        "off): follows the driver's mouth and eyes more closely, with more jitter")
+    p.add_argument("--latent-sigma", type=float, default=0.0, metavar="SIGMA",
+                   help="temporal smoothing of the optimizer's returned latents, frames, 0..10 (0 = server "
+                        "default, off); adds ceil(3 SIGMA) frames of delay. For a driver of another identity "
+                        "docs/RESULTS.md measured --motion relative --opening-weight 4 --latent-sigma 1")
+
+
 def _add_reenact_commands(sub, common) -> None:
     r = sub.add_parser("reenact", parents=[common], help="reenact a driving video with an enrolled person")
     r.add_argument("person_id")
@@ -1258,6 +1274,7 @@ def _add_reenact_commands(sub, common) -> None:
     r.add_argument("--smoothing", type=float, default=0.0, metavar="SIGMA",
                    help="temporal smoothing of the driving landmarks, frames (0 = server defaults; negative = off: "
                         "with --window 1 no frame waits for later frames)")
+    _add_expression_args(r)
     r.add_argument("--person-version", type=int, default=0)
     r.add_argument("--metrics", default=None, help="write per-frame metrics as JSON here")
     r.set_defaults(fn=cmd_reenact)
@@ -1287,6 +1304,7 @@ def _add_demo_command(sub, common) -> None:
     d.add_argument("--motion", default="relative", choices=("absolute", "relative"),
                    help="keypoint targets (default relative: the bundled driver is another person than the sample "
                         "identity, so its motion is transferred, not its face shape; docs/RESULTS.md)")
+    _add_expression_args(d)
     d.add_argument("--tune-steps", type=int, default=0, help="override the profile's tuning steps (tests)")
     d.add_argument("--num-anchors", type=int, default=0, help="override the profile's anchor count (tests)")
     d.add_argument("--edit", default="auto", help="edit re-rendered for the report, NAME=STRENGTH; 'auto' = the "

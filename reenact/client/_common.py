@@ -205,7 +205,8 @@ MOTIONS = ("", "absolute", "relative")
 
 def reenact_header(person_id: str, *, output: str, frame_encoding: str, paste_back: bool, edits,
                    steps: int, window: int, fps: float, person_version: int, motion: str = "",
-                   smoothing_sigma: float = 0.0) -> gateway_pb2.ReenactHeader:
+                   smoothing_sigma: float = 0.0, opening_weight: float = 0.0,
+                   latent_sigma: float = 0.0) -> gateway_pb2.ReenactHeader:
     if not person_id:
         raise ValueError("person_id is required")
     if motion not in MOTIONS:
@@ -214,7 +215,8 @@ def reenact_header(person_id: str, *, output: str, frame_encoding: str, paste_ba
         person_id=person_id, person_version=int(person_version), output=output_kind(output),
         frame_encoding=image_encoding(frame_encoding), paste_back=bool(paste_back),
         edits=edits_to_proto(edits), steps=int(steps), window=int(window), fps=float(fps), motion=motion,
-        smoothing_sigma=float(smoothing_sigma))
+        smoothing_sigma=float(smoothing_sigma), opening_weight=float(opening_weight),
+        latent_sigma=float(latent_sigma))
 
 
 def check_reenact_input(video, frames) -> None:

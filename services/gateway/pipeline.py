@@ -67,20 +67,23 @@ class _Stopped(Exception):
 
 MOTIONS = ("absolute", "relative")  # the optimizer's keypoint targets ("" = its default, absolute)
 MAX_SMOOTHING_SIGMA = 10.0          # the optimizer's bound on keypoint_sigma (the landmarks service allows 30)
+MAX_OPENING_WEIGHT = 1e6            # the optimizer's bound on opening_weight
+MAX_LATENT_SIGMA = 10.0             # the optimizer's bound on latent_sigma (0 = off, its default)
 
 
-def lookahead(sigma: float) -> tuple[int, int]:
+def lookahead(sigma: float, latent_sigma: float = 0.0) -> tuple[int, int]:
     """Frames of look-ahead of the landmarks and the optimizer smoothing for a header's smoothing_sigma
-    (0 = each stage's default, negative = off)."""
+    (0 = each stage's default, negative = off) and latent_sigma (the optimizer's smoothing of its returned
+    latents, ceil(3 latent_sigma) more frames; 0 = off)."""
     lm = LANDMARKS_SIGMA if sigma == 0 else max(sigma, 0.0)
     opt = OPTIMIZER_SIGMA if sigma == 0 else max(sigma, 0.0)
-    return math.ceil(3 * lm), math.ceil(3 * opt)
+    return math.ceil(3 * lm), math.ceil(3 * opt) + math.ceil(3 * max(latent_sigma, 0.0))
 
 
-def required_in_flight(window: int, sigma: float = 0.0) -> int:
+def required_in_flight(window: int, sigma: float = 0.0, latent_sigma: float = 0.0) -> int:
     """Frames that must be in flight for the first result to come out (look-aheads + one window)."""
     w = window or DEFAULT_WINDOW
-    return sum(lookahead(sigma)) + w + 1
+    return sum(lookahead(sigma, latent_sigma)) + w + 1
 
 
 class _Queue:
@@ -138,6 +141,8 @@ class StreamSpec:
     frame_size: tuple[int, int] | None = None  # (width, height) of the driving frames when known upfront
     motion: str = ""              # optimizer keypoint targets ("" = default)
     smoothing_sigma: float = 0.0  # landmarks + optimizer temporal smoothing (0 = defaults, < 0 = off)
+    opening_weight: float = 0.0   # optimizer opening-ratio term weight (0 = default, off)
+    latent_sigma: float = 0.0     # optimizer smoothing of the returned latents (0 = default, off)
 
 
 @dataclass
@@ -350,7 +355,9 @@ class ReenactPipeline:
         yield optimizer_pb2.OptimizeRequest(config=optimizer_pb2.OptimizeConfig(
             person_id=s.person_id, person_version=s.version,
             options=optimizer_pb2.OptimizerOptions(steps=s.steps, window=s.window, motion=s.motion,
-                                                   keypoint_sigma=s.smoothing_sigma)))
+                                                   keypoint_sigma=s.smoothing_sigma,
+                                                   opening_weight=s.opening_weight,
+                                                   latent_sigma=s.latent_sigma)))
         try:
             while (target := self.q_targets.get()) is not DONE:
                 with self._lock:
@@ -450,6 +457,7 @@ class ReenactPipeline:
                 "crop_size": s.crop_size, "resolution": s.resolution, "num_ws": s.num_ws, "w_dim": s.w_dim,
                 "num_anchors": s.anchors.num_anchors, "steps": s.steps, "window": s.window,
                 "motion": s.motion or "absolute", "smoothing_sigma": s.smoothing_sigma,
+                "opening_weight": s.opening_weight, "latent_sigma": s.latent_sigma,
                 "frames_without_face": self.stats.without_face})
             self.finished = True
             st = self.stats

@@ -49,6 +49,8 @@ from services.gateway.config import GatewayConfig
 from services.gateway.edits import AnchorCache, parse_edits, render_ws
 from services.gateway.peers import Peers, peer_error
 from services.gateway.pipeline import (
+    MAX_LATENT_SIGMA,
+    MAX_OPENING_WEIGHT,
     MAX_SMOOTHING_SIGMA,
     MOTIONS,
     DrivingSink,
@@ -452,16 +454,7 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
         encoding = h.frame_encoding or types_pb2.IMAGE_ENCODING_PNG
         if encoding not in IMAGE_ENCODINGS:
             bad.append(FieldViolation("header.frame_encoding", f"unknown image encoding {h.frame_encoding}"))
-        if not 0 <= h.steps <= MAX_STEPS:
-            bad.append(FieldViolation("header.steps", f"{h.steps} outside 0..{MAX_STEPS} (0 = default)"))
-        if not (math.isfinite(h.smoothing_sigma) and h.smoothing_sigma <= MAX_SMOOTHING_SIGMA):
-            bad.append(FieldViolation("header.smoothing_sigma", f"{h.smoothing_sigma} above {MAX_SMOOTHING_SIGMA:g} "
-                                      "frames (0 = defaults, negative = off)"))
-        elif h.window < 0 or required_in_flight(h.window, h.smoothing_sigma) > self.cfg.max_in_flight:
-            bad.append(FieldViolation("header.window", f"{h.window} outside 0..{self._max_window(h.smoothing_sigma)} "
-                                      "(0 = default) for this smoothing"))
-        if h.motion and h.motion not in MOTIONS:
-            bad.append(FieldViolation("header.motion", f"{h.motion!r}: one of {', '.join(MOTIONS)} (or empty)"))
+        bad += self._optimizer_violations(h)
         if h.fps and not 1 <= h.fps <= 240:
             bad.append(FieldViolation("header.fps", f"{h.fps} outside 1..240 (0 = {DEFAULT_FPS:g})"))
         if h.person_version < 0:
@@ -481,10 +474,40 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
             edits=edits, output=h.output or gateway_pb2.OUTPUT_KIND_FRAMES, encoding=encoding,
             paste_back=h.paste_back, steps=h.steps, window=h.window, fps=h.fps or DEFAULT_FPS,
             resolution=info.height, num_ws=info.num_ws, w_dim=info.w_dim, crop_size=self.cfg.crop_size,
-            motion=h.motion, smoothing_sigma=h.smoothing_sigma)
+            motion=h.motion, smoothing_sigma=h.smoothing_sigma, opening_weight=h.opening_weight,
+            latent_sigma=h.latent_sigma)
 
-    def _max_window(self, sigma: float = 0.0) -> int:
-        return self.cfg.max_in_flight - required_in_flight(1, sigma) + 1
+    def _optimizer_violations(self, h: gateway_pb2.ReenactHeader) -> list[FieldViolation]:
+        """The header's optimizer settings out of what the optimizer (or the stream's in-flight bound)
+        accepts."""
+        bad = []
+        if not 0 <= h.steps <= MAX_STEPS:
+            bad.append(FieldViolation("header.steps", f"{h.steps} outside 0..{MAX_STEPS} (0 = default)"))
+        if not (math.isfinite(h.opening_weight) and 0 <= h.opening_weight <= MAX_OPENING_WEIGHT):
+            bad.append(FieldViolation("header.opening_weight", f"{h.opening_weight} outside 0..{MAX_OPENING_WEIGHT:g} "
+                                      "(0 = the server default, off)"))
+        latent_ok = math.isfinite(h.latent_sigma) and 0 <= h.latent_sigma <= MAX_LATENT_SIGMA
+        if not latent_ok:
+            bad.append(FieldViolation("header.latent_sigma", f"{h.latent_sigma} outside 0..{MAX_LATENT_SIGMA:g} "
+                                      "frames (0 = the server default, off)"))
+        latent = h.latent_sigma if latent_ok else 0.0
+        if not (math.isfinite(h.smoothing_sigma) and h.smoothing_sigma <= MAX_SMOOTHING_SIGMA):
+            bad.append(FieldViolation("header.smoothing_sigma", f"{h.smoothing_sigma} above {MAX_SMOOTHING_SIGMA:g} "
+                                      "frames (0 = defaults, negative = off)"))
+        elif latent and self._max_window(h.smoothing_sigma, latent) < 1:
+            bad.append(FieldViolation("header.latent_sigma", f"{h.latent_sigma}: with smoothing_sigma "
+                                      f"{h.smoothing_sigma:g} the look-ahead needs more than the "
+                                      f"{self.cfg.max_in_flight} frames a stream may have in flight"))
+        elif h.window < 0 or required_in_flight(h.window, h.smoothing_sigma, latent) > self.cfg.max_in_flight:
+            bad.append(FieldViolation("header.window", f"{h.window} outside "
+                                      f"0..{self._max_window(h.smoothing_sigma, latent)} "
+                                      "(0 = default) for this smoothing"))
+        if h.motion and h.motion not in MOTIONS:
+            bad.append(FieldViolation("header.motion", f"{h.motion!r}: one of {', '.join(MOTIONS)} (or empty)"))
+        return bad
+
+    def _max_window(self, sigma: float = 0.0, latent_sigma: float = 0.0) -> int:
+        return self.cfg.max_in_flight - required_in_flight(1, sigma, latent_sigma) + 1
 
     def _driving_frames(self, first, reqs) -> Iterator[tuple[int, np.ndarray]]:
         """Validated driving frames of a frame-input stream (runs in the pipeline's source thread)."""

@@ -181,9 +181,12 @@ def test_edit_directions(stub, enrolled):
 
 
 def test_reenact_frames_with_paste_back(stub, store, enrolled, driving):
+    """Also with the optimizer's opening-ratio term and latent smoothing (the cross-identity settings of
+    docs/RESULTS.md): they reach the real optimizer and the reenactment's meta.json."""
     frames, fps = driving
     t0 = time.monotonic()
-    out = list(stub.Reenact(frame_requests(frames, fps, paste_back=True, **FAST), timeout=TIMEOUT))
+    out = list(stub.Reenact(frame_requests(frames, fps, paste_back=True, opening_weight=4, latent_sigma=1, **FAST),
+                            timeout=TIMEOUT))
     wall = time.monotonic() - t0
     kinds = [m.WhichOneof("kind") for m in out]
     assert kinds == ["started"] + ["frame"] * DRIVING_FRAMES + ["summary"]
@@ -204,13 +207,16 @@ def test_reenact_frames_with_paste_back(stub, store, enrolled, driving):
     names = sorted(k.rsplit("/", 1)[-1] for k in keys)
     assert names == sorted(["index.npy", "alpha.npy", "delta.npy", "ws.npy", "affines.npy", "has_face.npy",
                             "driving.video", "meta.json"])
+    meta = json.loads(store.get_bytes(next(k for k in keys if k.endswith("/meta.json"))))
+    assert (meta["opening_weight"], meta["latent_sigma"]) == (4.0, 1.0)
     print(f"reenact {DRIVING_FRAMES} frames (paste-back): {wall:.1f} s")
 
 
 def test_live_settings_return_each_frame_before_the_next_is_sent(stub, store, enrolled, driving):
-    """window 1 + smoothing off (+ relative motion): no stage waits for later frames, so a client can run in
-    lockstep (send frame i, wait for its result, then send frame i+1). With the default smoothing this
-    client would stall: the landmarks and optimizer look-aheads hold frame 0 until later frames arrive."""
+    """window 1 + smoothing off (+ relative motion, + the opening-ratio term, which adds no look-ahead): no
+    stage waits for later frames, so a client can run in lockstep (send frame i, wait for its result, then
+    send frame i+1). With the default smoothing (or latent_sigma > 0) this client would stall: the landmarks
+    and optimizer look-aheads hold frame 0 until later frames arrive."""
     import queue
 
     frames, fps = driving
@@ -219,7 +225,7 @@ def test_live_settings_return_each_frame_before_the_next_is_sent(stub, store, en
 
     def lockstep():
         yield g.ReenactRequest(header=g.ReenactHeader(person_id=PERSON, fps=fps, steps=2, window=1,
-                                                      smoothing_sigma=-1, motion="relative",
+                                                      smoothing_sigma=-1, motion="relative", opening_weight=4,
                                                       frame_encoding=types_pb2.IMAGE_ENCODING_RGB8))
         for i, f in enumerate(frames):
             yield g.ReenactRequest(frame=g.DrivingFrame(index=i, image=image_to_proto(f, types_pb2.IMAGE_ENCODING_RGB8)))
@@ -241,6 +247,7 @@ def test_live_settings_return_each_frame_before_the_next_is_sent(stub, store, en
     meta_key = [k for k in reenactment_keys(store, out[0].started.reenactment_id) if k.endswith("/meta.json")]
     meta = json.loads(store.get_bytes(meta_key[0]))
     assert (meta["motion"], meta["smoothing_sigma"], meta["window"]) == ("relative", -1.0, 1)
+    assert (meta["opening_weight"], meta["latent_sigma"]) == (4.0, 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -307,10 +314,11 @@ def test_unknown_person_and_bad_header(stub, enrolled, driving):
     err = rpc_error(lambda: list(stub.Reenact(iter([g.ReenactRequest(header=g.ReenactHeader(person_id="nobody"))]),
                                               timeout=30)))
     assert err.code() == grpc.StatusCode.NOT_FOUND and "nobody" in err.details()
-    err = rpc_error(lambda: list(stub.Reenact(frame_requests(frames[:1], fps, steps=-1, frame_encoding=77),
-                                              timeout=30)))
+    err = rpc_error(lambda: list(stub.Reenact(frame_requests(frames[:1], fps, steps=-1, frame_encoding=77,
+                                                             latent_sigma=11), timeout=30)))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert {f for f, _ in details_of(err)["violations"]} == {"header.steps", "header.frame_encoding"}
+    assert {f for f, _ in details_of(err)["violations"]} == {"header.steps", "header.frame_encoding",
+                                                             "header.latent_sigma"}
 
 
 def test_bad_frame_mid_stream_stores_nothing(stub, store, enrolled, driving):

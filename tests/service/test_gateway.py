@@ -227,13 +227,24 @@ def test_reenact_bad_header(rig):
         person_id="nobody", motion="sideways", smoothing_sigma=50))]), timeout=30)))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert {f for f, _ in details_of(err)["violations"]} == {"header.motion", "header.smoothing_sigma"}
-    # the gateway checks what the optimizer accepts (it must not import the torch engine: the lists are kept
+    for ow, ls in ((-1.0, float("nan")), (float("nan"), 11.0), (1e7, -0.5), (float("inf"), float("inf"))):
+        err = rpc_error(lambda ow=ow, ls=ls: list(stub.Reenact(iter([g.ReenactRequest(header=g.ReenactHeader(
+            person_id="nobody", opening_weight=ow, latent_sigma=ls))]), timeout=30)))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (ow, ls)
+        assert {f for f, _ in details_of(err)["violations"]} == {"header.opening_weight", "header.latent_sigma"}
+    # the gateway checks what the optimizer accepts (it must not import the torch engine: the lists and bounds are kept
     # in step here), and the SDK refuses the same values locally
     from reenact.client._common import MOTIONS as SDK_MOTIONS
+    from reenact.errors import InvalidInputError
     from reenact.optimize.engine import MOTIONS as ENGINE_MOTIONS
-    from services.gateway.pipeline import MOTIONS, required_in_flight
+    from reenact.optimize.engine import OptimizerOptions
+    from services.gateway.pipeline import MAX_LATENT_SIGMA, MAX_OPENING_WEIGHT, MOTIONS, required_in_flight
 
     assert MOTIONS == ENGINE_MOTIONS and set(SDK_MOTIONS) == {"", *ENGINE_MOTIONS}
+    OptimizerOptions(opening_weight=MAX_OPENING_WEIGHT, latent_sigma=MAX_LATENT_SIGMA).validate()
+    for bad in ({"opening_weight": MAX_OPENING_WEIGHT * 1.01}, {"latent_sigma": MAX_LATENT_SIGMA + 0.01}):
+        with pytest.raises(InvalidInputError, match=next(iter(bad))):
+            OptimizerOptions(**bad).validate()
     # smoothing off frees the look-ahead: a window too large with the default smoothing fits without it
     cfg = rig["gateway"].servicer.cfg
 
@@ -245,6 +256,16 @@ def test_reenact_bad_header(rig):
     err = rpc_error(lambda: list(stub.Reenact(iter([g.ReenactRequest(header=g.ReenactHeader(
         person_id="nobody", window=w, smoothing_sigma=-1))]), timeout=30)))
     assert err.code() == grpc.StatusCode.NOT_FOUND  # the header is valid; the person is unknown
+    # latent smoothing adds ceil(3 latent_sigma) frames of look-ahead: the same window no longer fits
+    assert required_in_flight(w, -1.0, 1.0) == required_in_flight(w, -1.0) + 3
+    err = rpc_error(lambda: list(stub.Reenact(iter([g.ReenactRequest(header=g.ReenactHeader(
+        person_id="nobody", window=w, smoothing_sigma=-1, latent_sigma=1))]), timeout=30)))
+    assert {f for f, _ in details_of(err)["violations"]} == {"header.window"}
+    # all smoothing at its maximum leaves no room for any window: the violation names latent_sigma
+    assert required_in_flight(1, MAX_LATENT_SIGMA, MAX_LATENT_SIGMA) > cfg.max_in_flight
+    err = rpc_error(lambda: list(stub.Reenact(iter([g.ReenactRequest(header=g.ReenactHeader(
+        person_id="nobody", smoothing_sigma=MAX_LATENT_SIGMA, latent_sigma=MAX_LATENT_SIGMA))]), timeout=30)))
+    assert {f for f, _ in details_of(err)["violations"]} == {"header.latent_sigma"}
 
 
 def test_jobs_and_persons_pass_through(rig):
@@ -385,17 +406,20 @@ def test_reenact_motion_and_smoothing_reach_the_landmarks_and_optimizer_streams(
     keypoint_sigma / motion / window (defaults stay 0 / "" = each service's own default)."""
     PeerSpy.firsts.clear()
     video = [encode_video(_frames(3, 32), 30)]
-    err = rpc_error(lambda: reenact_video(rig, limited_person, video, motion="relative", smoothing_sigma=-1, window=1))
+    err = rpc_error(lambda: reenact_video(rig, limited_person, video, motion="relative", smoothing_sigma=-1, window=1,
+                                          opening_weight=4, latent_sigma=1))
     assert err.code() == grpc.StatusCode.UNAVAILABLE  # the optimizer is down at this point
     track = PeerSpy.firsts["landmarks.TrackFrames"].config
     opts = PeerSpy.firsts["optimizer.Optimize"].config.options
     assert track.smoothing_sigma == -1.0
     assert (opts.motion, opts.keypoint_sigma, opts.window) == ("relative", -1.0, 1)
+    assert (opts.opening_weight, opts.latent_sigma) == (4.0, 1.0)
     PeerSpy.firsts.clear()
     rpc_error(lambda: reenact_video(rig, limited_person, video))
     assert PeerSpy.firsts["landmarks.TrackFrames"].config.smoothing_sigma == 0.0
     opts = PeerSpy.firsts["optimizer.Optimize"].config.options
     assert (opts.motion, opts.keypoint_sigma, opts.window) == ("", 0.0, 0)
+    assert (opts.opening_weight, opts.latent_sigma) == (0.0, 0.0)
 
 
 def test_trainer_down_is_unavailable_and_leaves_no_upload(rig, face_video):

@@ -63,6 +63,9 @@ def test_global_options_work_before_and_after_the_subcommand():
     assert t.address == "lm:1" and t.fn is cli.cmd_track
     d = p.parse_args(["demo", "--max-frames", "5", "--profile", "cpu-quick"])
     assert d.max_frames == 5 and d.out == "out/demo"
+    assert (d.motion, d.opening_weight, d.latent_sigma) == ("relative", 0.0, 0.0)  # 0 = the server's defaults
+    d = p.parse_args(["demo", "--opening-weight", "4", "--latent-sigma", "1"])
+    assert (d.opening_weight, d.latent_sigma) == (4.0, 1.0)
 
 
 @pytest.mark.parametrize("argv", [["reenact", "amy", "d.mp4"], ["jobs"], ["demo", "--max-frames", "0"],
@@ -226,13 +229,14 @@ def test_reenact_writes_video_metrics_and_sends_edits(gw, capsys, driving, tmp_p
     out_mp4 = tmp_path / "o" / "out.mp4"
     code, out, err = run(capsys, "reenact", "amy", str(driving), "-o", str(out_mp4), "--edit", "smile=1.5",
                          "--paste-back", "--steps", "7", "--metrics", str(tmp_path / "m.json"),
-                         "--motion", "relative", "--smoothing", "-1", "--address", gw.address)
+                         "--motion", "relative", "--smoothing", "-1", "--opening-weight", "4", "--latent-sigma", "1",
+                         "--address", gw.address)
     assert code == 0, err
     assert f"wrote {out_mp4}" in out and "reenactment re-1" in out and "4 frames (0 without face)" in out
     assert "reenact 1/4 frames" in err and "100% reenact 4 frames in 0.5s" in err
     h = gw.servicer.reenact_headers[-1]
     assert (h.edits[0].semantic, h.edits[0].strength, h.paste_back, h.steps) == ("smile", 1.5, True, 7)
-    assert (h.motion, h.smoothing_sigma) == ("relative", -1.0)
+    assert (h.motion, h.smoothing_sigma, h.opening_weight, h.latent_sigma) == ("relative", -1.0, 4.0, 1.0)
     frames, _ = decode_video(out_mp4)
     assert frames.shape[0] == 4
     metrics = json.loads((tmp_path / "m.json").read_text())
