@@ -257,7 +257,8 @@ class ReenactmentOptimizer:
     @property
     def latency(self) -> int:
         """At most this many frames are pushed after a frame before it comes back (smoothing look-ahead
-        ceil(3 sigma) + window - 1; the last frame of a window comes back after the look-ahead alone)."""
+        ceil(3 sigma) + window - 1 + the latent smoothing's ceil(3 latent_sigma); the last frame of a window
+        comes back after the look-aheads alone)."""
         return self._smoother.delay + self.options.window - 1 + self._latents.radius
 
     def push(self, target: Target) -> list[FrameResult]:
