@@ -299,23 +299,22 @@ class ReenactmentOptimizer:
             done += self._latents.push(value, r)
         if flush:
             done += self._latents.flush()
-        face = [(r, v) for r, v in done if v is not None]
-        smoothed = {}
+        face = [v for _, v in done if v is not None]
         if face:
             n = self.anchors.shape[0]
-            values = torch.from_numpy(np.stack([v for _, v in face])).to(self.device, torch.float32)
+            values = torch.from_numpy(np.stack(face)).to(self.device, torch.float32)
             alpha, delta = values[:, :n], values[:, n:].reshape(len(face), self.num_ws, n)
-            ws = self._ws(alpha, delta)
-            alpha, delta = _np(alpha), _np(delta)
-            smoothed = {id(r): dataclasses.replace(r, ws=ws[i], alpha=alpha[i], delta=delta[i])
-                        for i, (r, _) in enumerate(face)}
+            smoothed = iter(zip(self._ws(alpha, delta), _np(alpha), _np(delta), strict=True))
         out = []
         for r, v in done:
-            if v is None and self._last_out is not None:
+            if v is not None:
+                ws, alpha, delta = next(smoothed)
+                r = dataclasses.replace(r, ws=ws, alpha=alpha, delta=delta)
+            elif self._last_out is not None:
                 p = self._last_out
                 r = dataclasses.replace(r, ws=p.ws.copy(), alpha=p.alpha.copy(), delta=p.delta.copy())
-            out.append(smoothed.get(id(r), r))
-            self._last_out = out[-1]
+            out.append(r)
+            self._last_out = r
         return out
 
     # ------------------------------------------------------------------------------------------ windows
@@ -507,27 +506,26 @@ class ReenactmentOptimizer:
         return terms, keypoint_error(kp.detach(), batch.targets, self.subset), images
 
     def _batch(self, frames: list[_Frame]) -> _Batch:
-        r, dev = self.resolution, self.device
+        dev = self.device
         targets = torch.from_numpy(np.stack([f.smoothed for f in frames])).float().to(dev)
         batch = _Batch(targets)
         with_crop = [f for f in frames if f.target.crop is not None]
         if not with_crop or (self.options.mouth_weight <= 0 and self.options.eye_weight <= 0):
             return batch
-        pixels, mouth, eye = [], [], []
-        for f in frames:
-            if f.target.crop is None:
-                pixels.append(torch.zeros(3, r, r))
-                mouth.append(np.zeros((r, r), np.float32))
-                eye.append(np.zeros((r, r), np.float32))
-                continue
-            pixels.append(losses.crop_to_tensor(np.asarray(f.target.crop), r))
-            m, e = losses.region_masks(f.raw, r)
-            mouth.append(m)
-            eye.append(e)
+        pixels, mouth, eye = zip(*(self._pixel_inputs(f) for f in frames), strict=True)
         batch.pixels = torch.stack(pixels).to(dev)
         batch.mouth = torch.from_numpy(np.stack(mouth)).to(dev)
         batch.eye = torch.from_numpy(np.stack(eye)).to(dev)
         return batch
+
+    def _pixel_inputs(self, frame: _Frame) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        """A frame's driving pixels [3, R, R] in [-1, 1] and its mouth and iris masks [R, R] (all zero
+        without a crop: no pixel terms for that frame)."""
+        r = self.resolution
+        if frame.target.crop is None:
+            return torch.zeros(3, r, r), np.zeros((r, r), np.float32), np.zeros((r, r), np.float32)
+        mouth, eye = losses.region_masks(frame.raw, r)
+        return losses.crop_to_tensor(np.asarray(frame.target.crop), r), mouth, eye
 
     def _result(self, index: int, best: _Best, i: int, steps: int) -> FrameResult:
         alpha, delta = best.alpha[i], best.delta[i]

@@ -35,7 +35,6 @@ import torch
 
 from reenact.models import pplus as pp
 
-from . import losses
 from .engine import LOSS_NAMES, FrameResult, ReenactmentOptimizer, _Batch, _Best, _Frame, _keep_best
 from .keypoints import NUM_POINTS
 
@@ -67,6 +66,8 @@ def release_graphs() -> None:
     """Destroy the CUDA graphs of dropped static steps now (serialized with captures)."""
     with _CAPTURE_LOCK:
         _drain_retired_locked()
+
+
 PACKED = ("alpha", "delta", "ws", "terms", "error", "pick")  # the fields of the packed output row, in order
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as the engine uses them
 ADAM_EPS = 1e-8
@@ -141,6 +142,10 @@ class StaticStep:
         pin = dev.type == "cuda"
         self._in = {k: torch.zeros(v.shape, dtype=v.dtype, pin_memory=pin) for k, v in self._inputs().items()}
         self._host: dict[str, torch.Tensor] | None = None  # pinned copies of the packed outputs (first run)
+        n_anchors, w_dim = engine.anchors.shape
+        shapes = {"alpha": (n_anchors,), "delta": (engine.num_ws, n_anchors), "ws": (engine.num_ws, w_dim),
+                  "terms": (len(LOSS_NAMES),), "error": (), "pick": ()}
+        self._layout = [(k, shapes[k]) for k in PACKED]  # per frame: the packed row's fields and shapes
         self._graph: torch.cuda.CUDAGraph | None = None
         self._out: dict[str, torch.Tensor] | None = None
         self._holder: list = []  # the graph and its outputs, retired (not destroyed) when this step goes
@@ -243,20 +248,18 @@ class StaticStep:
     def _load(self, frames: list[_Frame]) -> None:
         """Write the frames (padded with copies of the last one) into the staging buffers, then copy them to
         the device buffers (asynchronously from pinned memory on CUDA)."""
-        r, n = self.engine.resolution, len(frames)
-        order = [min(i, n - 1) for i in range(self.batch)]
+        n = len(frames)
         host = self._in
-        host["targets"].numpy()[:] = np.stack([frames[i].smoothed for i in order])
+        targets = host["targets"].numpy()
+        targets[:n] = np.stack([f.smoothed for f in frames])
+        targets[n:] = targets[n - 1]
         if self.photometric:
             pixels, mouth, eye = host["pixels"], host["mouth"].numpy(), host["eye"].numpy()
-            for row, i in enumerate(order):
-                f = frames[i]
-                if f.target.crop is None:  # no pixel terms for this frame (as ReenactmentOptimizer._batch)
-                    pixels[row].zero_()
-                    mouth[row], eye[row] = 0.0, 0.0
-                    continue
-                pixels[row].copy_(losses.crop_to_tensor(np.asarray(f.target.crop), r))
-                mouth[row], eye[row] = losses.region_masks(f.raw, r)
+            for row, f in enumerate(frames):
+                pix, mouth[row], eye[row] = self.engine._pixel_inputs(f)
+                pixels[row].copy_(pix)
+            pixels[n:] = pixels[n - 1]
+            mouth[n:], eye[n:] = mouth[n - 1], eye[n - 1]
         for name, buf in self._inputs().items():
             buf.copy_(host[name], non_blocking=True)
 
@@ -274,16 +277,11 @@ class StaticStep:
             packed, image = self._host["packed"], self._host["image"]
         rows = packed[:n].detach().numpy().copy()
         pics = image[:n].detach().numpy().copy() if images else None
-        e = self.engine
-        n_anchors, num_ws, w_dim = e.anchors.shape[0], e.num_ws, e.anchors.shape[1]
-        widths = {"alpha": n_anchors, "delta": num_ws * n_anchors, "ws": num_ws * w_dim,
-                  "terms": len(LOSS_NAMES), "error": 1, "pick": 1}
-        shapes = {"delta": (num_ws, n_anchors), "ws": (num_ws, w_dim), "error": (), "pick": ()}
         fields, start = {}, 0
-        for k in PACKED:
-            block = rows[:, start:start + widths[k]]
-            fields[k] = block.reshape((n,) + shapes.get(k, (widths[k],)))
-            start += widths[k]
+        for k, shape in self._layout:
+            width = math.prod(shape)
+            fields[k] = rows[:, start:start + width].reshape((n, *shape))
+            start += width
         assert start == rows.shape[1], (start, rows.shape)
         return fields, pics
 
