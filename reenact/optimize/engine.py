@@ -12,7 +12,10 @@ keypoints are closest (per-part normalized) and gets `first_frame_steps`; every 
 of its frames from the better of the last finished frame and its own nearest anchor, and gets `steps`.
 init 'regressor' (the default 'auto' when the person was enrolled with an amortized initializer,
 reenact.optimize.amortized): every frame, the first included, starts from the better of the warm start
-and the initializer's prediction for its keypoints and gets `steps` (no long first-frame optimization). A window stops early when the relative change of
+and the initializer's prediction for its keypoints and gets `steps` (no long first-frame optimization).
+init 'mixed' (needs the initializer): as 'regressor', with the frame's nearest anchor as a third candidate
+start (lets a window jump to an expression of the scan that the warm start and the prediction are far
+from, e.g. a wide-open mouth). A window stops early when the relative change of
 its summed loss falls below `tolerance`. Each frame keeps the best point it visited. A frame without a
 face repeats the previous frame's latent (steps 0). motion 'relative' (reenact.optimize.retarget) replaces each
 frame's keypoints, before smoothing, by the person's reference keypoints moved by the driver's motion.
@@ -45,7 +48,7 @@ from .keypoints import NUM_POINTS, SUBSETS, KeypointSmoother, get_subset, keypoi
 from .person import PersonModel
 from .retarget import Retargeter
 
-INITS = ("auto", "anchor", "regressor", "uniform", "random")
+INITS = ("auto", "anchor", "regressor", "mixed", "uniform", "random")
 MOTIONS = ("absolute", "relative")
 LOSS_NAMES = ("keypoint", "mouth", "eye", "delta", "sum", "total")
 MAX_STEPS = 100_000
@@ -76,6 +79,7 @@ class OptimizerOptions:
     keypoint_sigma: float = 2.0
     seed: int = 0
     # "auto": "regressor" when the person version carries an amortized initializer, else "anchor".
+    # "mixed": the regressor's and the nearest anchor's starts both compete with the warm start.
     init: str = "auto"
     # Temporal Gaussian smoothing (sigma in frames) of the returned latents (alpha, delta; ws recomputed):
     # 0 = off. Results come back ceil(3 sigma) frames later; the optimizer's own warm starts are unsmoothed.
@@ -248,9 +252,9 @@ class ReenactmentOptimizer:
         initializer raises PreconditionError)."""
         if init == "auto":
             return "regressor" if person.initializer is not None else "anchor"
-        if init == "regressor" and person.initializer is None:
+        if init in ("regressor", "mixed") and person.initializer is None:
             raise PreconditionError(f"person {person.person_id!r} v{person.version} has no amortized initializer "
-                                    "(enrolled before it existed): re-enroll, or use init 'anchor'",
+                                    f"(enrolled before it existed): re-enroll, or use init 'anchor', not {init!r}",
                                     reason="NO_INITIALIZER")
         return init
 
@@ -335,7 +339,7 @@ class ReenactmentOptimizer:
                 if self.should_stop():
                     raise CancelledError("reenactment cancelled")
                 done = {r.index: r for r, _ in self._static().run(faces, images=False)}
-        elif faces and self._previous is None and self.init != "regressor":
+        elif faces and self._previous is None and self.init not in ("regressor", "mixed"):
             first = faces.pop(0)
             alpha, delta = self._initial_point(first.smoothed)
             done.update(self._optimize([first], alpha, delta, self.options.first_frame_steps))
@@ -369,7 +373,7 @@ class ReenactmentOptimizer:
     def _window_start(self, frames: list[_Frame], batch: _Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Per frame of a window, the best (lowest total loss on this frame's target) of its candidate starts:
         the previous frame's result (the warm start, once there is one), the frame's own nearest anchor
-        (init 'anchor') and the amortized initializer's prediction (init 'regressor').
+        (init 'anchor' or 'mixed') and the amortized initializer's prediction (init 'regressor' or 'mixed').
 
         A warm start alone drags a window behind a fast motion (every frame of it starts where the last
         window ended); a fresh start alone forgets the fine fit. One batched forward decides."""
@@ -381,14 +385,14 @@ class ReenactmentOptimizer:
             names.append("warm_starts")
             alphas.append(prev_alpha.expand(b, -1).clone())
             deltas.append(prev_delta.expand(b, -1, -1).clone())
-            if self.init not in ("anchor", "regressor"):
+            if self.init not in ("anchor", "regressor", "mixed"):
                 return alphas[0], deltas[0]
         points = np.stack([f.smoothed for f in frames])
-        if self.init == "regressor":
+        if self.init in ("regressor", "mixed"):
             names.append("regressor_starts")
             alphas.append(self.person.initializer(torch.as_tensor(points, dtype=torch.float32, device=self.device)))
             deltas.append(zeros)
-        if self.init == "anchor":
+        if self.init in ("anchor", "mixed"):
             names.append("anchor_starts")
             alphas.append(pp.init_alpha(n, index=self.nearest_anchors(points).cpu(), batch_size=b).to(self.device))
             deltas.append(zeros)
