@@ -32,7 +32,7 @@ case "$what" in
     suite --out "$OUT" --phase produce --profile gpu --device cuda --frames "${FRAMES:-24}" --crop-size 256 --paper-steps 100 \
       --methods "$METHODS" ;;
   gpu-opening|gpu-variants)
-    # Engine-option variants of ours-relative (docs/RESULTS.md: the opening-ratio term, latent smoothing),
+    # Engine-option variants of ours-relative (docs/RESULTS.md: the opening-ratio term, latent smoothing, init mixed),
     # after gpu-produce on the same GPU machine (they use the person gpu-produce enrolled): one folder
     # $OUT/<protocol>-<name> per variant. VARIANTS: "name:opt=v,opt=v ..."; PROTOCOLS: "self cross".
     # Score each folder on the CPU machine: `reenact eval score <folder> --bundle $OUT/<protocol>/bundle.npz`.
@@ -42,7 +42,7 @@ case "$what" in
       vmethods=ours,ours-relative
     else
       vmethods=ours-relative
-      default="ow4:opening_weight=4 ow0ls1:latent_sigma=1 ow4ls1:opening_weight=4,latent_sigma=1 ow4ls2:opening_weight=4,latent_sigma=2 ow4ls3:opening_weight=4,latent_sigma=3 ow10ls1:opening_weight=10,latent_sigma=1 ow10ls2:opening_weight=10,latent_sigma=2 ct4ls1:opening_weight=4,latent_sigma=1,keypoint_subset=contours"
+      default="ow4:opening_weight=4 ow0ls1:latent_sigma=1 ow4ls1:opening_weight=4,latent_sigma=1 ow4ls2:opening_weight=4,latent_sigma=2 ow4ls3:opening_weight=4,latent_sigma=3 ow10ls1:opening_weight=10,latent_sigma=1 ow10ls2:opening_weight=10,latent_sigma=2 ct4ls1:opening_weight=4,latent_sigma=1,keypoint_subset=contours mix:opening_weight=4,latent_sigma=1,init=mixed mixls2:opening_weight=4,latent_sigma=2,init=mixed mixow10ls2:opening_weight=10,latent_sigma=2,init=mixed"
     fi
     store="file://$(cd "$OUT" && pwd)/self/store"
     for v in ${VARIANTS:-$default}; do
