@@ -757,7 +757,7 @@ def cmd_reenact(ns) -> int:
             res = cl.reenact_to_file(ns.person_id, ns.output, frames_dir=ns.frames_dir, paste_back=ns.paste_back,
                                      edits=edits, steps=ns.steps, window=ns.window, motion=ns.motion,
                                      smoothing_sigma=ns.smoothing, opening_weight=ns.opening_weight,
-                                     latent_sigma=ns.latent_sigma, person_version=ns.person_version,
+                                     latent_sigma=ns.latent_sigma, init=ns.init, person_version=ns.person_version,
                                      on_event=progress, **kwargs)
     finally:
         if progress:
@@ -927,7 +927,8 @@ class _Demo:
         try:
             self.result = cl.reenact_to_file(ns.person, self.out / "result.mp4", steps=self.steps, window=ns.window,
                                              motion=ns.motion, opening_weight=ns.opening_weight,
-                                             latent_sigma=ns.latent_sigma, on_event=progress, **kwargs)
+                                             latent_sigma=ns.latent_sigma, init=ns.init, on_event=progress,
+                                             **kwargs)
         finally:
             progress.close()
         self.timings["reenact_seconds"] = time.perf_counter() - t0
@@ -973,7 +974,7 @@ class _Demo:
         out = {"profile": self.profile, "device": self.info["device"], "person_id": self.ns.person,
                "driving_video": str(self.video), "max_frames": self.max_frames, "steps": self.steps,
                "motion": self.ns.motion, "opening_weight": self.ns.opening_weight,
-               "latent_sigma": self.ns.latent_sigma, "edit": self.edit,
+               "latent_sigma": self.ns.latent_sigma, "init": self.ns.init or "auto", "edit": self.edit,
                "timings_seconds": {k: round(v, 2) for k, v in self.timings.items()},
                "outputs": {"result": str(self.out / "result.mp4"), "report": str(self.out / "report.html")},
                "errors": self.errors}
@@ -1043,9 +1044,9 @@ class _Demo:
         report.facts = [("profile", self.profile), ("device", self.info["device"]), ("person", self.ns.person),
                         ("driving video", str(self.video)), ("driving frames", str(self.max_frames or "all")),
                         ("optimizer steps/window", f"{self.steps or 'default'} / {self.ns.window or 'default'}"),
-                        ("motion / opening weight / latent sigma",
+                        ("motion / opening weight / latent sigma / init",
                          f"{self.ns.motion} / {self.ns.opening_weight or 'default'} / "
-                         f"{self.ns.latent_sigma or 'default'}")]
+                         f"{self.ns.latent_sigma or 'default'} / {self.ns.init or 'default'}")]
         report.outputs = [(label, name) for label, name in (
             ("result video (aligned crops)", "result.mp4"), ("paste-back video", "result_pasted.mp4"),
             ("edited video", "edited.mp4"), ("self-scan fixture", "selfscan/selfscan.mp4"),
@@ -1257,6 +1258,12 @@ def _add_expression_args(p) -> None:
                    help="temporal smoothing of the optimizer's returned latents, frames, 0..10 (0 = server "
                         "default, off); adds ceil(3 SIGMA) frames of delay. For a driver of another identity "
                         "docs/RESULTS.md measured --motion relative --opening-weight 4 --latent-sigma 1")
+    p.add_argument("--init", default="", choices=("auto", "anchor", "regressor", "mixed", "uniform", "random"),
+                   help="the optimizer's start point of every frame (default: the server's, auto = regressor when "
+                        "the person has an amortized initializer, else anchor); mixed = regressor with each "
+                        "frame's nearest anchor as a third candidate start (needs the initializer, like "
+                        "regressor): lowered the expression error further for a driver of another identity "
+                        "with --motion relative --opening-weight 4 --latent-sigma 1 or 2 (H100)")
 
 
 def _add_reenact_commands(sub, common) -> None:

@@ -201,22 +201,27 @@ def frame_to_proto(index: int, rgb: np.ndarray) -> gateway_pb2.DrivingFrame:
 
 
 MOTIONS = ("", "absolute", "relative")
+INITS = ("", "auto", "anchor", "regressor", "mixed", "uniform", "random")  # optimizer start points ("" = default)
 
 
 def reenact_header(person_id: str, *, output: str, frame_encoding: str, paste_back: bool, edits,
                    steps: int, window: int, fps: float, person_version: int, motion: str = "",
                    smoothing_sigma: float = 0.0, opening_weight: float = 0.0,
-                   latent_sigma: float = 0.0) -> gateway_pb2.ReenactHeader:
+                   latent_sigma: float = 0.0, init: str | None = "") -> gateway_pb2.ReenactHeader:
     if not person_id:
         raise ValueError("person_id is required")
     if motion not in MOTIONS:
         raise ValueError(f"motion {motion!r}: one of 'absolute', 'relative' (or '' for the server's default)")
+    init = init or ""
+    if init not in INITS:
+        raise ValueError(f"init {init!r}: one of {', '.join(repr(i) for i in INITS[1:])} (or '' / None for the "
+                         "server's default, 'auto')")
     return gateway_pb2.ReenactHeader(
         person_id=person_id, person_version=int(person_version), output=output_kind(output),
         frame_encoding=image_encoding(frame_encoding), paste_back=bool(paste_back),
         edits=edits_to_proto(edits), steps=int(steps), window=int(window), fps=float(fps), motion=motion,
         smoothing_sigma=float(smoothing_sigma), opening_weight=float(opening_weight),
-        latent_sigma=float(latent_sigma))
+        latent_sigma=float(latent_sigma), init=init)
 
 
 def check_reenact_input(video, frames) -> None:

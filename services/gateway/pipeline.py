@@ -69,6 +69,7 @@ MOTIONS = ("absolute", "relative")  # the optimizer's keypoint targets ("" = its
 MAX_SMOOTHING_SIGMA = 10.0          # the optimizer's bound on keypoint_sigma (the landmarks service allows 30)
 MAX_OPENING_WEIGHT = 1e6            # the optimizer's bound on opening_weight
 MAX_LATENT_SIGMA = 10.0             # the optimizer's bound on latent_sigma (0 = off, its default)
+INITS = ("auto", "anchor", "regressor", "mixed", "uniform", "random")  # the optimizer's start points ("" = auto)
 
 
 def lookahead(sigma: float, latent_sigma: float = 0.0) -> tuple[int, int]:
@@ -143,6 +144,7 @@ class StreamSpec:
     smoothing_sigma: float = 0.0  # landmarks + optimizer temporal smoothing (0 = defaults, < 0 = off)
     opening_weight: float = 0.0   # optimizer opening-ratio term weight (0 = default, off)
     latent_sigma: float = 0.0     # optimizer smoothing of the returned latents (0 = default, off)
+    init: str = ""                # optimizer start point of every frame ("" = default, auto)
 
 
 @dataclass
@@ -357,7 +359,7 @@ class ReenactPipeline:
             options=optimizer_pb2.OptimizerOptions(steps=s.steps, window=s.window, motion=s.motion,
                                                    keypoint_sigma=s.smoothing_sigma,
                                                    opening_weight=s.opening_weight,
-                                                   latent_sigma=s.latent_sigma)))
+                                                   latent_sigma=s.latent_sigma, init=s.init)))
         try:
             while (target := self.q_targets.get()) is not DONE:
                 with self._lock:
@@ -457,7 +459,7 @@ class ReenactPipeline:
                 "crop_size": s.crop_size, "resolution": s.resolution, "num_ws": s.num_ws, "w_dim": s.w_dim,
                 "num_anchors": s.anchors.num_anchors, "steps": s.steps, "window": s.window,
                 "motion": s.motion or "absolute", "smoothing_sigma": s.smoothing_sigma,
-                "opening_weight": s.opening_weight, "latent_sigma": s.latent_sigma,
+                "opening_weight": s.opening_weight, "latent_sigma": s.latent_sigma, "init": s.init or "auto",
                 "frames_without_face": self.stats.without_face})
             self.finished = True
             st = self.stats

@@ -49,6 +49,7 @@ from services.gateway.config import GatewayConfig
 from services.gateway.edits import AnchorCache, parse_edits, render_ws
 from services.gateway.peers import Peers, peer_error
 from services.gateway.pipeline import (
+    INITS,
     MAX_LATENT_SIGMA,
     MAX_OPENING_WEIGHT,
     MAX_SMOOTHING_SIGMA,
@@ -475,7 +476,7 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
             paste_back=h.paste_back, steps=h.steps, window=h.window, fps=h.fps or DEFAULT_FPS,
             resolution=info.height, num_ws=info.num_ws, w_dim=info.w_dim, crop_size=self.cfg.crop_size,
             motion=h.motion, smoothing_sigma=h.smoothing_sigma, opening_weight=h.opening_weight,
-            latent_sigma=h.latent_sigma)
+            latent_sigma=h.latent_sigma, init=h.init)
 
     def _optimizer_violations(self, h: gateway_pb2.ReenactHeader) -> list[FieldViolation]:
         """The header's optimizer settings out of what the optimizer (or the stream's in-flight bound)
@@ -504,6 +505,8 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
                                       "(0 = default) for this smoothing"))
         if h.motion and h.motion not in MOTIONS:
             bad.append(FieldViolation("header.motion", f"{h.motion!r}: one of {', '.join(MOTIONS)} (or empty)"))
+        if h.init and h.init not in INITS:
+            bad.append(FieldViolation("header.init", f"{h.init!r}: one of {', '.join(INITS)} (or empty = auto)"))
         return bad
 
     def _max_window(self, sigma: float = 0.0, latent_sigma: float = 0.0) -> int:

@@ -181,12 +181,13 @@ def test_edit_directions(stub, enrolled):
 
 
 def test_reenact_frames_with_paste_back(stub, store, enrolled, driving):
-    """Also with the optimizer's opening-ratio term and latent smoothing (the cross-identity settings of
-    docs/RESULTS.md): they reach the real optimizer and the reenactment's meta.json."""
+    """Also with the optimizer's opening-ratio term, latent smoothing and init "mixed" (the cross-identity
+    settings of docs/RESULTS.md; the cpu-quick person has an amortized initializer): they reach the real
+    optimizer and the reenactment's meta.json."""
     frames, fps = driving
     t0 = time.monotonic()
-    out = list(stub.Reenact(frame_requests(frames, fps, paste_back=True, opening_weight=4, latent_sigma=1, **FAST),
-                            timeout=TIMEOUT))
+    out = list(stub.Reenact(frame_requests(frames, fps, paste_back=True, opening_weight=4, latent_sigma=1,
+                                           init="mixed", **FAST), timeout=TIMEOUT))
     wall = time.monotonic() - t0
     kinds = [m.WhichOneof("kind") for m in out]
     assert kinds == ["started"] + ["frame"] * DRIVING_FRAMES + ["summary"]
@@ -208,7 +209,7 @@ def test_reenact_frames_with_paste_back(stub, store, enrolled, driving):
     assert names == sorted(["index.npy", "alpha.npy", "delta.npy", "ws.npy", "affines.npy", "has_face.npy",
                             "driving.video", "meta.json"])
     meta = json.loads(store.get_bytes(next(k for k in keys if k.endswith("/meta.json"))))
-    assert (meta["opening_weight"], meta["latent_sigma"]) == (4.0, 1.0)
+    assert (meta["opening_weight"], meta["latent_sigma"], meta["init"]) == (4.0, 1.0, "mixed")
     print(f"reenact {DRIVING_FRAMES} frames (paste-back): {wall:.1f} s")
 
 
@@ -247,7 +248,7 @@ def test_live_settings_return_each_frame_before_the_next_is_sent(stub, store, en
     meta_key = [k for k in reenactment_keys(store, out[0].started.reenactment_id) if k.endswith("/meta.json")]
     meta = json.loads(store.get_bytes(meta_key[0]))
     assert (meta["motion"], meta["smoothing_sigma"], meta["window"]) == ("relative", -1.0, 1)
-    assert (meta["opening_weight"], meta["latent_sigma"]) == (4.0, 0.0)
+    assert (meta["opening_weight"], meta["latent_sigma"], meta["init"]) == (4.0, 0.0, "auto")  # init unset
 
 
 @pytest.fixture(scope="module")
@@ -315,10 +316,10 @@ def test_unknown_person_and_bad_header(stub, enrolled, driving):
                                               timeout=30)))
     assert err.code() == grpc.StatusCode.NOT_FOUND and "nobody" in err.details()
     err = rpc_error(lambda: list(stub.Reenact(frame_requests(frames[:1], fps, steps=-1, frame_encoding=77,
-                                                             latent_sigma=11), timeout=30)))
+                                                             latent_sigma=11, init="best"), timeout=30)))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert {f for f, _ in details_of(err)["violations"]} == {"header.steps", "header.frame_encoding",
-                                                             "header.latent_sigma"}
+                                                             "header.latent_sigma", "header.init"}
 
 
 def test_bad_frame_mid_stream_stores_nothing(stub, store, enrolled, driving):

@@ -232,15 +232,32 @@ def test_reenact_bad_header(rig):
             person_id="nobody", opening_weight=ow, latent_sigma=ls))]), timeout=30)))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (ow, ls)
         assert {f for f, _ in details_of(err)["violations"]} == {"header.opening_weight", "header.latent_sigma"}
+    for bad_init in ("sideways", "AUTO", " mixed"):
+        err = rpc_error(lambda bad_init=bad_init: list(stub.Reenact(iter([g.ReenactRequest(header=g.ReenactHeader(
+            person_id="nobody", init=bad_init))]), timeout=30)))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, bad_init
+        assert {f for f, _ in details_of(err)["violations"]} == {"header.init"}, bad_init
+    err = rpc_error(lambda: list(stub.Reenact(iter([g.ReenactRequest(header=g.ReenactHeader(
+        person_id="nobody", init="mixed"))]), timeout=30)))
+    assert err.code() == grpc.StatusCode.NOT_FOUND  # a valid init; the person is unknown
     # the gateway checks what the optimizer accepts (it must not import the torch engine: the lists and bounds are kept
     # in step here), and the SDK refuses the same values locally
+    from reenact.client._common import INITS as SDK_INITS
     from reenact.client._common import MOTIONS as SDK_MOTIONS
     from reenact.errors import InvalidInputError
+    from reenact.optimize.engine import INITS as ENGINE_INITS
     from reenact.optimize.engine import MOTIONS as ENGINE_MOTIONS
     from reenact.optimize.engine import OptimizerOptions
-    from services.gateway.pipeline import MAX_LATENT_SIGMA, MAX_OPENING_WEIGHT, MOTIONS, required_in_flight
+    from services.gateway.pipeline import (
+        INITS,
+        MAX_LATENT_SIGMA,
+        MAX_OPENING_WEIGHT,
+        MOTIONS,
+        required_in_flight,
+    )
 
     assert MOTIONS == ENGINE_MOTIONS and set(SDK_MOTIONS) == {"", *ENGINE_MOTIONS}
+    assert INITS == ENGINE_INITS and set(SDK_INITS) == {"", *ENGINE_INITS}
     OptimizerOptions(opening_weight=MAX_OPENING_WEIGHT, latent_sigma=MAX_LATENT_SIGMA).validate()
     for bad in ({"opening_weight": MAX_OPENING_WEIGHT * 1.01}, {"latent_sigma": MAX_LATENT_SIGMA + 0.01}):
         with pytest.raises(InvalidInputError, match=next(iter(bad))):
@@ -403,23 +420,24 @@ def test_reenact_driving_video_within_the_limits_reaches_the_peers(rig, limited_
 
 def test_reenact_motion_and_smoothing_reach_the_landmarks_and_optimizer_streams(rig, limited_person, spied_peers):
     """The header's live settings configure both peers: TrackConfig.smoothing_sigma and the optimizer's
-    keypoint_sigma / motion / window (defaults stay 0 / "" = each service's own default)."""
+    keypoint_sigma / motion / window / opening_weight / latent_sigma / init (defaults stay 0 / "" = each
+    service's own default)."""
     PeerSpy.firsts.clear()
     video = [encode_video(_frames(3, 32), 30)]
     err = rpc_error(lambda: reenact_video(rig, limited_person, video, motion="relative", smoothing_sigma=-1, window=1,
-                                          opening_weight=4, latent_sigma=1))
+                                          opening_weight=4, latent_sigma=1, init="mixed"))
     assert err.code() == grpc.StatusCode.UNAVAILABLE  # the optimizer is down at this point
     track = PeerSpy.firsts["landmarks.TrackFrames"].config
     opts = PeerSpy.firsts["optimizer.Optimize"].config.options
     assert track.smoothing_sigma == -1.0
     assert (opts.motion, opts.keypoint_sigma, opts.window) == ("relative", -1.0, 1)
-    assert (opts.opening_weight, opts.latent_sigma) == (4.0, 1.0)
+    assert (opts.opening_weight, opts.latent_sigma, opts.init) == (4.0, 1.0, "mixed")
     PeerSpy.firsts.clear()
     rpc_error(lambda: reenact_video(rig, limited_person, video))
     assert PeerSpy.firsts["landmarks.TrackFrames"].config.smoothing_sigma == 0.0
     opts = PeerSpy.firsts["optimizer.Optimize"].config.options
     assert (opts.motion, opts.keypoint_sigma, opts.window) == ("", 0.0, 0)
-    assert (opts.opening_weight, opts.latent_sigma) == (0.0, 0.0)
+    assert (opts.opening_weight, opts.latent_sigma, opts.init) == (0.0, 0.0, "")
 
 
 def test_trainer_down_is_unavailable_and_leaves_no_upload(rig, face_video):

@@ -63,13 +63,15 @@ def test_global_options_work_before_and_after_the_subcommand():
     assert t.address == "lm:1" and t.fn is cli.cmd_track
     d = p.parse_args(["demo", "--max-frames", "5", "--profile", "cpu-quick"])
     assert d.max_frames == 5 and d.out == "out/demo"
-    assert (d.motion, d.opening_weight, d.latent_sigma) == ("relative", 0.0, 0.0)  # 0 = the server's defaults
-    d = p.parse_args(["demo", "--opening-weight", "4", "--latent-sigma", "1"])
-    assert (d.opening_weight, d.latent_sigma) == (4.0, 1.0)
+    assert (d.motion, d.opening_weight, d.latent_sigma, d.init) == ("relative", 0.0, 0.0, "")  # the server's defaults
+    d = p.parse_args(["demo", "--opening-weight", "4", "--latent-sigma", "1", "--init", "mixed"])
+    assert (d.opening_weight, d.latent_sigma, d.init) == (4.0, 1.0, "mixed")
+    assert p.parse_args(["reenact", "amy", "d.mp4", "-o", "o.mp4"]).init == ""
 
 
 @pytest.mark.parametrize("argv", [["reenact", "amy", "d.mp4"], ["jobs"], ["demo", "--max-frames", "0"],
-                                  ["enroll", "v.mp4"], ["nosuch"]])
+                                  ["reenact", "amy", "d.mp4", "-o", "o.mp4", "--init", "best"],
+                                  ["demo", "--init", "Mixed"], ["enroll", "v.mp4"], ["nosuch"]])
 def test_bad_command_lines_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as ei:
         cli.main(argv)
@@ -230,13 +232,14 @@ def test_reenact_writes_video_metrics_and_sends_edits(gw, capsys, driving, tmp_p
     code, out, err = run(capsys, "reenact", "amy", str(driving), "-o", str(out_mp4), "--edit", "smile=1.5",
                          "--paste-back", "--steps", "7", "--metrics", str(tmp_path / "m.json"),
                          "--motion", "relative", "--smoothing", "-1", "--opening-weight", "4", "--latent-sigma", "1",
-                         "--address", gw.address)
+                         "--init", "mixed", "--address", gw.address)
     assert code == 0, err
     assert f"wrote {out_mp4}" in out and "reenactment re-1" in out and "4 frames (0 without face)" in out
     assert "reenact 1/4 frames" in err and "100% reenact 4 frames in 0.5s" in err
     h = gw.servicer.reenact_headers[-1]
     assert (h.edits[0].semantic, h.edits[0].strength, h.paste_back, h.steps) == ("smile", 1.5, True, 7)
     assert (h.motion, h.smoothing_sigma, h.opening_weight, h.latent_sigma) == ("relative", -1.0, 4.0, 1.0)
+    assert h.init == "mixed"
     frames, _ = decode_video(out_mp4)
     assert frames.shape[0] == 4
     metrics = json.loads((tmp_path / "m.json").read_text())

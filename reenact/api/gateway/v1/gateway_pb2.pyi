@@ -121,7 +121,7 @@ class Edit(_message.Message):
     def __init__(self, semantic: _Optional[str] = ..., w_direction: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., strength: _Optional[float] = ...) -> None: ...
 
 class ReenactHeader(_message.Message):
-    __slots__ = ("person_id", "person_version", "output", "frame_encoding", "paste_back", "edits", "steps", "window", "fps", "motion", "smoothing_sigma", "opening_weight", "latent_sigma")
+    __slots__ = ("person_id", "person_version", "output", "frame_encoding", "paste_back", "edits", "steps", "window", "fps", "motion", "smoothing_sigma", "opening_weight", "latent_sigma", "init")
     PERSON_ID_FIELD_NUMBER: _ClassVar[int]
     PERSON_VERSION_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +135,7 @@ class ReenactHeader(_message.Message):
     SMOOTHING_SIGMA_FIELD_NUMBER: _ClassVar[int]
     OPENING_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     LATENT_SIGMA_FIELD_NUMBER: _ClassVar[int]
+    INIT_FIELD_NUMBER: _ClassVar[int]
     person_id: str
     person_version: int
     output: OutputKind
@@ -148,7 +149,8 @@ class ReenactHeader(_message.Message):
     smoothing_sigma: float
     opening_weight: float
     latent_sigma: float
-    def __init__(self, person_id: _Optional[str] = ..., person_version: _Optional[int] = ..., output: _Optional[_Union[OutputKind, str]] = ..., frame_encoding: _Optional[_Union[_types_pb2.ImageEncoding, str]] = ..., paste_back: bool = ..., edits: _Optional[_Iterable[_Union[Edit, _Mapping]]] = ..., steps: _Optional[int] = ..., window: _Optional[int] = ..., fps: _Optional[float] = ..., motion: _Optional[str] = ..., smoothing_sigma: _Optional[float] = ..., opening_weight: _Optional[float] = ..., latent_sigma: _Optional[float] = ...) -> None: ...
+    init: str
+    def __init__(self, person_id: _Optional[str] = ..., person_version: _Optional[int] = ..., output: _Optional[_Union[OutputKind, str]] = ..., frame_encoding: _Optional[_Union[_types_pb2.ImageEncoding, str]] = ..., paste_back: bool = ..., edits: _Optional[_Iterable[_Union[Edit, _Mapping]]] = ..., steps: _Optional[int] = ..., window: _Optional[int] = ..., fps: _Optional[float] = ..., motion: _Optional[str] = ..., smoothing_sigma: _Optional[float] = ..., opening_weight: _Optional[float] = ..., latent_sigma: _Optional[float] = ..., init: _Optional[str] = ...) -> None: ...
 
 class DrivingFrame(_message.Message):
     __slots__ = ("index", "image")
