@@ -7,6 +7,7 @@ so the produce phase runs on a machine with only torch + numpy + cv2 and this re
     reenact eval run --driving drv.mp4 --scan scan.mp4 --out runs/x     # the three in one
     reenact eval run --driving drv.mp4 --store file://st --person p --output reenacted.mp4 --methods ''
     reenact eval suite --out runs/suite                                 # both protocols, all methods
+    reenact eval compare runs/x:ours runs/x:nearest --block 8           # paired per-frame differences
 """
 
 from __future__ import annotations
@@ -94,6 +95,20 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     _add_produce_args(p)
     p.add_argument("--out", required=True, help="output folder (bundle.npz, method outputs, results, report)")
     p.add_argument("--output", default=None, help="an already reenacted video to score as method 'given'")
+    p = sub.add_parser("compare", help="paired per-frame differences A - B of two scored methods on the same "
+                                        "driving frames: mean, bootstrap interval, fraction of frames A is lower")
+    p.add_argument("a", help="PATH[:METHOD]: a results.json or a scored folder (METHOD optional when it holds one)")
+    p.add_argument("b", help="PATH[:METHOD], the same driving frames as A")
+    p.add_argument("--metric", action="append", default=None,
+                   help="per-frame metric of results.json (repeatable; default expression_error and "
+                        "expression_error_68)")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
+    p.add_argument("--block", type=int, default=1,
+                   help="resample runs of this many consecutive frames (moving-block bootstrap; default 1 = "
+                        "frame by frame, optimistic for video: neighbouring frames are correlated)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="also write the comparison here")
     p = sub.add_parser("suite", help="both protocols (self: held-out fixture frames; cross: another real "
                                       "person) x all methods; writes results.md")
     from reenact.evaluation.suite import add_suite_args
@@ -162,6 +177,16 @@ def run(ns) -> int:
         results = score(out, bundle_path=path, given_output=ns.output)
         print(markdown_table(results))
         print(f"wrote {out}/results.json and {out}/report.html")
+        return 0
+    if cmd == "compare":
+        from reenact.evaluation.compare import DEFAULT_METRICS, compare, markdown
+
+        report = compare(ns.a, ns.b, metrics=tuple(ns.metric or DEFAULT_METRICS), resamples=ns.resamples,
+                         level=ns.level, block=ns.block, seed=ns.seed)
+        print(markdown(report))
+        if ns.json:
+            Path(ns.json).write_text(json.dumps(report, indent=1))
+            print(f"wrote {ns.json}")
         return 0
     if cmd == "suite":
         from reenact.evaluation.suite import run_suite

@@ -1,0 +1,103 @@
+"""`reenact eval compare`: paired per-frame differences of two scored methods (reenact.evaluation.compare)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from reenact.evaluation.cli import main
+from reenact.evaluation.compare import compare, paired_difference
+
+DRIVER = {"driving": "drv.mp4", "max_frames": 40, "driving_frames": 40, "crop_size": 128}
+
+
+def write_results(path, methods: dict[str, dict[str, list]], driver=DRIVER):
+    path.mkdir(parents=True, exist_ok=True)
+    doc = {"schema": "reenact.eval/1", "bundle": driver,
+           "methods": {m: {"aggregate": {}, "per_frame": pf, "notes": []} for m, pf in methods.items()}}
+    (path / "results.json").write_text(json.dumps(doc))
+    return path
+
+
+def test_a_constant_shift_gives_that_shift_with_a_zero_width_interval():
+    b = np.linspace(0.02, 0.06, 40)
+    r = paired_difference(b - 0.01, b, metric="m")
+    assert r.mean == pytest.approx(-0.01) and r.low == pytest.approx(-0.01) and r.high == pytest.approx(-0.01)
+    assert r.lower_fraction == 1.0 and r.frames == 40 and r.skipped == 0 and r.excludes_zero
+
+
+def test_identical_series_do_not_exclude_zero():
+    a = np.random.default_rng(1).random(50)
+    r = paired_difference(a, a.copy())
+    assert (r.mean, r.low, r.high, r.lower_fraction) == (0.0, 0.0, 0.0, 0.0) and not r.excludes_zero
+
+
+def test_noise_around_a_known_shift_covers_it_and_a_null_difference_does_not_exclude_zero():
+    rng = np.random.default_rng(2)
+    b = rng.random(400)
+    shifted = paired_difference(b - 0.05 + rng.normal(0, 0.02, 400), b)
+    assert shifted.low < -0.05 < shifted.high and shifted.excludes_zero
+    null = paired_difference(b + rng.normal(0, 0.02, 400), b)
+    assert null.low < 0 < null.high and not null.excludes_zero
+
+
+def test_frames_without_a_value_are_left_out_and_counted():
+    a = np.array([0.1, np.nan, 0.3, 0.2, np.nan, 0.1] * 20)
+    b = np.array([0.2, 0.1, np.nan, 0.3, 0.5, 0.2] * 20)
+    r = paired_difference(a, b)
+    assert (r.frames, r.skipped) == (60, 60) and r.mean == pytest.approx(-0.1)
+    with pytest.raises(ValueError, match="no frame has a value"):
+        paired_difference(np.full(5, np.nan), np.ones(5))
+
+
+def test_blocks_widen_the_interval_of_an_autocorrelated_difference():
+    """A slowly drifting difference (random walk): frame-by-frame resampling understates the uncertainty."""
+    d = np.cumsum(np.random.default_rng(3).normal(0, 0.01, 300))
+    iid = paired_difference(d, np.zeros_like(d))
+    blocks = paired_difference(d, np.zeros_like(d), block=30)
+    assert blocks.mean == iid.mean
+    assert (blocks.high - blocks.low) > 2 * (iid.high - iid.low)
+
+
+@pytest.mark.parametrize("kw, match", [({"resamples": 10}, "resamples"), ({"level": 1.0}, "level"),
+                                       ({"block": 0}, "block")])
+def test_bad_settings_are_refused(kw, match):
+    with pytest.raises(ValueError, match=match):
+        paired_difference(np.ones(10), np.ones(10), **kw)
+
+
+def test_compare_reads_two_scored_folders_and_refuses_what_cannot_be_paired(tmp_path):
+    x = write_results(tmp_path / "x", {"ours": {"expression_error": [0.1] * 40, "expression_error_68": [None] + [0.2] * 39},
+                                       "nearest": {"expression_error": [0.2] * 40, "expression_error_68": [0.3] * 40}})
+    report = compare(f"{x}:ours", f"{x / 'results.json'}:nearest")
+    rows = {r["metric"]: r for r in report["rows"]}
+    assert rows["expression_error"]["mean"] == pytest.approx(-0.1)
+    assert (rows["expression_error_68"]["frames"], rows["expression_error_68"]["skipped"]) == (39, 1)
+    assert report["a"]["method"] == "ours" and report["b"]["method"] == "nearest"
+
+    with pytest.raises(ValueError, match="name one"):
+        compare(str(x), f"{x}:nearest")
+    with pytest.raises(ValueError, match="no method 'paper'"):
+        compare(f"{x}:paper", f"{x}:nearest")
+    with pytest.raises(ValueError, match="no per-frame metric 'jitter'.*expression_error"):
+        compare(f"{x}:ours", f"{x}:nearest", metrics=("jitter",))
+    other = write_results(tmp_path / "y", {"ours": {"expression_error": [0.1] * 30}},
+                          driver={**DRIVER, "max_frames": 30, "driving_frames": 30})
+    with pytest.raises(ValueError, match="different driving frames"):
+        compare(str(other), f"{x}:nearest")
+    with pytest.raises(FileNotFoundError, match="score the folder first"):
+        compare(str(tmp_path / "missing"), f"{x}:nearest")
+
+
+def test_cli_prints_the_table_writes_json_and_exits_2_on_a_bad_request(tmp_path, capsys):
+    x = write_results(tmp_path / "x", {"a": {"lips_error": [0.1, 0.2] * 20}, "b": {"lips_error": [0.2, 0.2] * 20}})
+    out = tmp_path / "cmp.json"
+    assert main(["compare", f"{x}:a", f"{x}:b", "--metric", "lips_error", "--block", "4", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "| lips_error | 40 (0) | -0.0500 |" in text and "blocks of 4" in text and "50 %" in text
+    saved = json.loads(out.read_text())
+    assert saved["rows"][0]["block"] == 4 and saved["rows"][0]["lower_fraction"] == 0.5
+    assert main(["compare", f"{x}:a", f"{x}:c"]) == 2
+    assert "no method 'c'" in capsys.readouterr().err
