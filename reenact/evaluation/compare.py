@@ -127,7 +127,15 @@ def compare(a: str, b: str, *, metrics=DEFAULT_METRICS, resamples: int = 2000, l
     """Paired differences A - B of each per-frame metric; `a` and `b` are 'PATH[:METHOD]' (PATH: a
     results.json or a scored folder; METHOD may be left out when the file holds one method)."""
     (pa, ma), (pb, mb) = parse_side(a), parse_side(b)
-    ra, rb = _load(pa), _load(pb)
+    return compare_results(_load(pa), ma, _load(pb), mb, labels=(pa, pb), metrics=metrics, resamples=resamples,
+                           level=level, block=block, seed=seed)
+
+
+def compare_results(ra: dict, ma: str | None, rb: dict, mb: str | None, *, labels=("A", "B"),
+                    metrics=DEFAULT_METRICS, resamples: int = 2000, level: float = 0.95, block: int = 1,
+                    seed: int = 0) -> dict:
+    """compare() on two loaded results.json documents (`labels` name them in messages and the report)."""
+    pa, pb = labels
     da, db = ra.get("bundle", {}), rb.get("bundle", {})
     differ = [k for k in _SAME_DRIVER if da.get(k) != db.get(k)]
     if differ:

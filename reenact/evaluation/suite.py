@@ -134,7 +134,35 @@ def write_markdown(path: Path, results: dict, ns, timings: dict) -> None:
                   f"driving: `{res['bundle'].get('driving')}` ({res['driver']['frames']} frames, "
                   f"{res['driver']['frames_without_face']} without a face); person: {prod.get('person')}; "
                   f"{prod.get('resolution')} px, {prod.get('num_anchors')} anchors; produce device: "
-                  f"{prod.get('device_name')}", "", markdown_table(res), ""]
+                  f"{prod.get('device_name')}", "", markdown_table(res), ""] + _paired_lines(res)
     lines += [f"timings: {json.dumps({k: round(v, 1) for k, v in timings.items()})}; machine: "
               f"{platform.node()} {platform.machine()}", ""]
     path.write_text("\n".join(lines))
+
+
+PAIRED_BLOCK = 8  # consecutive frames per bootstrap block of the suite's paired comparisons
+
+
+def _paired_lines(res: dict) -> list[str]:
+    """Each other method vs nearest anchor, paired per frame on the expression errors (reenact eval compare,
+    blocks of PAIRED_BLOCK frames); a metric without paired values (e.g. dlib finds no face) reads '-'."""
+    from reenact.evaluation.compare import DEFAULT_METRICS, compare_results
+
+    methods = [m for m in res.get("methods", {}) if m != "nearest"]
+    if "nearest" not in res.get("methods", {}) or not methods:
+        return []
+    block = max(1, min(PAIRED_BLOCK, int(res["driver"]["frames"]) // 2))
+    lines = [f"Paired per-frame expression error vs nearest anchor (method minus nearest; mean, 95 % interval, "
+             f"blocks of {block} frames; `reenact eval compare`):", "",
+             "| method | " + " | ".join(DEFAULT_METRICS) + " |", "|---|" + "---|" * len(DEFAULT_METRICS)]
+    for m in methods:
+        cells = []
+        for metric in DEFAULT_METRICS:
+            try:
+                r = compare_results(res, m, res, "nearest", metrics=(metric,), block=block)["rows"][0]
+                cells.append(f"{r['mean']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}], lower on "
+                             f"{100 * r['lower_fraction']:.0f} % of {r['frames']} frames")
+            except ValueError:
+                cells.append("-")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines + [""]

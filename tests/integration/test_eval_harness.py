@@ -53,8 +53,9 @@ def test_suite_writes_both_protocol_tables_and_reports(suite):
         assert "data:image/png;base64" in html and "Identity distance" in html
         assert "dlib 68-point landmarks (second opinion)" in html
     assert "expr err (dlib68)" in md and "mouth r (dlib68)" in md
-    for m in METHODS:
-        assert md.count(f"| {m} |") == 2
+    for m in METHODS:  # one row per protocol table, and one per paired table (every method but nearest)
+        assert md.count(f"| {m} |") == (2 if m == "nearest" else 4)
+    assert md.count("Paired per-frame expression error vs nearest anchor") == 2
 
 
 def test_results_json_schema(suite):

@@ -101,3 +101,17 @@ def test_cli_prints_the_table_writes_json_and_exits_2_on_a_bad_request(tmp_path,
     assert saved["rows"][0]["block"] == 4 and saved["rows"][0]["lower_fraction"] == 0.5
     assert main(["compare", f"{x}:a", f"{x}:c"]) == 2
     assert "no method 'c'" in capsys.readouterr().err
+
+
+def test_the_suite_markdown_pairs_every_method_with_nearest_anchor():
+    from reenact.evaluation.suite import _paired_lines
+
+    pf = {"nearest": {"expression_error": [0.2] * 40, "expression_error_68": [0.3] * 40},
+          "ours": {"expression_error": [0.1] * 40, "expression_error_68": [None] * 40}}
+    res = {"bundle": DRIVER, "driver": {"frames": 40},
+           "methods": {m: {"per_frame": v} for m, v in pf.items()}}
+    lines = _paired_lines(res)
+    assert "blocks of 8 frames" in lines[0]
+    row = next(line for line in lines if line.startswith("| ours |"))
+    assert row == "| ours | -0.1000 [-0.1000, -0.1000], lower on 100 % of 40 frames | - |"  # no dlib values
+    assert _paired_lines({**res, "methods": {"ours": res["methods"]["ours"]}}) == []  # no nearest: no table
