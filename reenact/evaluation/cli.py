@@ -71,6 +71,9 @@ def _add_produce_args(p) -> None:
     p.add_argument("--paper-steps", type=int, default=200, help="fixed steps per frame of the per-frame baseline")
     p.add_argument("--ours-set", type=_kv, action="append", default=[], metavar="OPTION=VALUE",
                    help="override an engine option (default: the engine's defaults; repeatable)")
+    p.add_argument("--frames-format", choices=("npz", "jpg"), default="npz",
+                   help="how the output frames are stored: npz = lossless (default), jpg = JPEG quality 95, ~8x "
+                        "smaller, for moving a long video's outputs from the GPU machine to the scoring one")
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -132,7 +135,7 @@ def _produce(ns, bundle: str, out: str) -> dict:
 
     return produce(bundle, out, methods=ns.methods, device=ns.device, store=ns.store, person_id=ns.person,
                    profile=ns.profile, profile_overrides=_typed(Profile, ns.profile_set), paper_steps=ns.paper_steps,
-                   ours_overrides=_typed(OptimizerOptions, ns.ours_set))
+                   ours_overrides=_typed(OptimizerOptions, ns.ours_set), frames_format=ns.frames_format)
 
 
 def run(ns) -> int:

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from reenact.evaluation import frames as frames_io
 from reenact.evaluation.bundle import Bundle
 
 METHODS = ("nearest", "warp", "paper", "ours", "ours-relative")
@@ -362,23 +363,26 @@ def warm_up(bundle: Bundle, person: LoadedPerson, device: str, net) -> None:
 def produce(bundle_path: str | Path, out_dir: str | Path, *, methods=DEFAULT_METHODS, device: str = "cpu",
             store: str | None = None, person_id: str | None = None, profile: str = "cpu-quick",
             profile_overrides: dict | None = None, paper_steps: int = 200, ours_overrides: dict | None = None,
-            enroll_seconds: float | None = None, log=print) -> dict:
-    """Run every method; write out_dir/<method>.npz (frames + per-frame data) and out_dir/produce.json."""
+            enroll_seconds: float | None = None, frames_format: str = "npz", log=print) -> dict:
+    """Run every method; write out_dir/<method>.npz (frames + per-frame data; frames_format 'npz' lossless or
+    'jpg', reenact.evaluation.frames) and out_dir/produce.json."""
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {METHODS}")
+    if frames_format not in frames_io.FORMATS:
+        raise ValueError(f"frames format {frames_format!r}: one of {frames_io.FORMATS}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     bundle = Bundle(bundle_path)
     torch.manual_seed(0)
     with bundle_landmark_net(bundle):  # nothing in produce builds the network from mediapipe
         return _produce(bundle, bundle_path, out_dir, methods, device, store, person_id, profile, profile_overrides,
-                        paper_steps, ours_overrides, enroll_seconds, log)
+                        paper_steps, ours_overrides, enroll_seconds, frames_format, log)
 
 
 def _produce(bundle, bundle_path, out_dir, methods, device, store, person_id, profile, profile_overrides,
-             paper_steps, ours_overrides, enroll_seconds, log) -> dict:
+             paper_steps, ours_overrides, enroll_seconds, frames_format, log) -> dict:
     from reenact.optimize import OptimizerOptions
 
     if store and person_id:
@@ -419,8 +423,12 @@ def _produce(bundle, bundle_path, out_dir, methods, device, store, person_id, pr
             res = run_ours(bundle, person, device, net, ours_options)
         frames = res.pop("frames")
         arrays = {k: v for k, v in res.items() if isinstance(v, np.ndarray)}
-        np.savez_compressed(out_dir / f"{name}.npz", frames=frames, **arrays)
+        frames_io.save(out_dir / f"{name}.npz", frames, frames_format, **arrays)
         entry = {k: v for k, v in res.items() if not isinstance(v, np.ndarray)}
+        entry["frames_format"] = frames_format
+        if frames_format == "jpg":
+            entry["notes"] = "; ".join(filter(None, [entry.get("notes"), f"output frames stored as JPEG "
+                                                     f"quality {frames_io.JPEG_QUALITY} (lossy)"]))
         entry["fps"] = bundle.num_frames / res["seconds"] if res["seconds"] > 0 else float("inf")
         entry["mean_steps"] = float(np.mean(res["steps"])) if "steps" in res else None
         if device != "cpu" and torch.cuda.is_available():

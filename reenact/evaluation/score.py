@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reenact.evaluation import frames as frames_io
 from reenact.evaluation import metrics as M
 from reenact.evaluation.bundle import Bundle
 from reenact.evaluation.methods import METHODS
@@ -194,8 +195,7 @@ def score(out_dir: str | Path, *, bundle_path: str | Path | None = None, given_o
     outputs: dict[str, np.ndarray] = {}
     for name in METHODS:
         if (out_dir / f"{name}.npz").exists():
-            with np.load(out_dir / f"{name}.npz") as z:
-                outputs[name] = z["frames"]
+            outputs[name] = frames_io.load(out_dir / f"{name}.npz")  # either format of produce
     if given_output:
         outputs["given"] = _given_frames(given_output, bundle, produced.get("resolution"))
     if not outputs:

@@ -42,6 +42,8 @@ def add_suite_args(p) -> None:
     p.add_argument("--methods", default="nearest,warp,paper,ours")
     p.add_argument("--profile-set", action="append", default=[], metavar="FIELD=VALUE")
     p.add_argument("--ours-set", action="append", default=[], metavar="OPTION=VALUE")
+    p.add_argument("--frames-format", choices=("npz", "jpg"), default="npz",
+                   help="output frames: npz lossless (default) or jpg (JPEG quality 95, ~8x smaller)")
 
 
 def _fixture_videos(out: Path, ns) -> dict:
@@ -104,7 +106,8 @@ def run_suite(ns) -> dict:
 
         t0 = time.perf_counter()
         common = dict(methods=_methods(ns.methods), device=ns.device, profile=ns.profile,
-                      profile_overrides=profile_set, paper_steps=ns.paper_steps, ours_overrides=ours_set)
+                      profile_overrides=profile_set, paper_steps=ns.paper_steps, ours_overrides=ours_set,
+                      frames_format=ns.frames_format)
         first = produce(out / "self" / "bundle.npz", out / "self", **common)
         produce(out / "cross" / "bundle.npz", out / "cross", store=f"file://{(out / 'self' / 'store').resolve()}",
                 person_id="person", enroll_seconds=first["enroll_seconds"], **common)

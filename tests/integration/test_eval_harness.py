@@ -117,7 +117,8 @@ def test_each_baseline_output(suite):
 
 
 def test_produce_runs_without_mediapipe_dlib_tflite_av_grpc(suite, tmp_path):
-    """The GPU machine has only torch + numpy (+ cv2): the produce phase must not import the others."""
+    """The GPU machine has only torch + numpy (+ cv2): the produce phase must not import the others. Its
+    outputs here are stored as JPEG (--frames-format jpg), and `eval score` reads them."""
     runner = ("import sys\n"
               "for m in ('mediapipe', 'dlib', 'tflite', 'av', 'grpc', 'face_recognition_models', 'skimage'):\n"
               "    sys.modules[m] = None\n"
@@ -126,7 +127,8 @@ def test_produce_runs_without_mediapipe_dlib_tflite_av_grpc(suite, tmp_path):
     out = tmp_path / "produced"
     cmd = [sys.executable, "-c", runner, "produce", str(suite / "cross" / "bundle.npz"), "--out", str(out),
            "--profile-set", "base_steps=20", "--profile-set", "tune_steps=5", "--profile-set", "eval_steps=2",
-           "--paper-steps", "2", "--ours-set", "first_frame_steps=3", "--ours-set", "steps=2"]  # enrolls too
+           "--paper-steps", "2", "--ours-set", "first_frame_steps=3", "--ours-set", "steps=2",  # enrolls too
+           "--frames-format", "jpg"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env,
                           cwd=Path(__file__).resolve().parents[2])
@@ -134,8 +136,16 @@ def test_produce_runs_without_mediapipe_dlib_tflite_av_grpc(suite, tmp_path):
     info = json.loads((out / "produce.json").read_text())
     assert set(info["methods"]) == set(METHODS)
     assert info["enroll_seconds"] > 0 and info["person"].startswith("enrolled here")
+    from reenact.evaluation import frames as frames_io
+
     for m in METHODS:
-        assert np.load(out / f"{m}.npz")["frames"].shape[0] == FRAMES
+        assert "frames" not in np.load(out / f"{m}.npz").files and info["methods"][m]["frames_format"] == "jpg"
+        assert frames_io.load(out / f"{m}.npz").shape[0] == FRAMES
+    assert cli_main(["eval", "score", str(out), "--bundle", str(suite / "cross" / "bundle.npz")]) == 0
+    res = json.loads((out / "results.json").read_text())
+    for m in METHODS:
+        assert res["methods"][m]["aggregate"]["frames"] == FRAMES
+        assert "JPEG quality 95" in res["methods"][m]["notes"]
 
 
 def test_score_an_external_video_with_no_face_frames(suite, tmp_path):
