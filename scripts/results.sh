@@ -7,7 +7,8 @@
 #   bash scripts/results.sh gpu-opening    # GPU machine, optional: the opening_weight experiment
 #   bash scripts/results.sh gpu-variants   # GPU machine, optional: opening_weight x latent_sigma variants
 # FRAMES (default 24) sets the driving frames per protocol of the gpu-* modes (the 96-frame cross run of
-# docs/RESULTS.md: FRAMES=96 OUT=runs/results-gpu96).
+# docs/RESULTS.md: FRAMES=96 OUT=runs/results-gpu96). FRAMES_FORMAT=jpg stores the gpu-* outputs as JPEG
+# quality 95 (~8x smaller to copy back to the CPU machine; default npz, lossless).
 #   bash scripts/results.sh gpu-score      # CPU machine: metrics, results.md, report.html (MediaPipe, dlib)
 # Output: $OUT (default runs/results-<profile>)/results.md, {self,cross}/results.json and report.html.
 set -euo pipefail
@@ -30,7 +31,7 @@ case "$what" in
     # distance ($REENACT_WEIGHTS_DIR or .cache/weights, from `python -m reenact.perceptual --fetch`).
     OUT=${OUT:-runs/results-gpu}
     suite --out "$OUT" --phase produce --profile gpu --device cuda --frames "${FRAMES:-24}" --crop-size 256 --paper-steps 100 \
-      --methods "$METHODS" ;;
+      --methods "$METHODS" --frames-format "${FRAMES_FORMAT:-npz}" ;;
   gpu-opening|gpu-variants)
     # Engine-option variants of ours-relative (docs/RESULTS.md: the opening-ratio term, latent smoothing, init mixed),
     # after gpu-produce on the same GPU machine (they use the person gpu-produce enrolled): one folder
@@ -50,7 +51,7 @@ case "$what" in
       for kv in "${kvs[@]}"; do sets+=(--ours-set "$kv"); done
       for p in ${PROTOCOLS:-self cross}; do
         "$PY" -m reenact.evaluation produce "$OUT/$p/bundle.npz" --out "$OUT/$p-$name" --device cuda --profile gpu \
-          --methods "$vmethods" --store "$store" --person person "${sets[@]}"
+          --methods "$vmethods" --store "$store" --person person --frames-format "${FRAMES_FORMAT:-npz}" "${sets[@]}"
       done
     done ;;
   gpu-score)
