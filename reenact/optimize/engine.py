@@ -49,6 +49,8 @@ from .person import PersonModel
 from .retarget import Retargeter
 
 INITS = ("auto", "anchor", "regressor", "mixed", "uniform", "random")
+PREDICTED_STARTS = ("regressor", "mixed")  # inits whose frames may start from the initializer's prediction
+ANCHOR_STARTS = ("anchor", "mixed")        # inits whose frames may start from their nearest anchor
 MOTIONS = ("absolute", "relative")
 LOSS_NAMES = ("keypoint", "mouth", "eye", "delta", "sum", "total")
 MAX_STEPS = 100_000
@@ -252,7 +254,7 @@ class ReenactmentOptimizer:
         initializer raises PreconditionError)."""
         if init == "auto":
             return "regressor" if person.initializer is not None else "anchor"
-        if init in ("regressor", "mixed") and person.initializer is None:
+        if init in PREDICTED_STARTS and person.initializer is None:
             raise PreconditionError(f"person {person.person_id!r} v{person.version} has no amortized initializer "
                                     f"(enrolled before it existed): re-enroll, or use init 'anchor', not {init!r}",
                                     reason="NO_INITIALIZER")
@@ -339,7 +341,7 @@ class ReenactmentOptimizer:
                 if self.should_stop():
                     raise CancelledError("reenactment cancelled")
                 done = {r.index: r for r, _ in self._static().run(faces, images=False)}
-        elif faces and self._previous is None and self.init not in ("regressor", "mixed"):
+        elif faces and self._previous is None and self.init not in PREDICTED_STARTS:
             first = faces.pop(0)
             alpha, delta = self._initial_point(first.smoothed)
             done.update(self._optimize([first], alpha, delta, self.options.first_frame_steps))
@@ -385,14 +387,14 @@ class ReenactmentOptimizer:
             names.append("warm_starts")
             alphas.append(prev_alpha.expand(b, -1).clone())
             deltas.append(prev_delta.expand(b, -1, -1).clone())
-            if self.init not in ("anchor", "regressor", "mixed"):
+            if self.init not in PREDICTED_STARTS + ANCHOR_STARTS:
                 return alphas[0], deltas[0]
         points = np.stack([f.smoothed for f in frames])
-        if self.init in ("regressor", "mixed"):
+        if self.init in PREDICTED_STARTS:
             names.append("regressor_starts")
             alphas.append(self.person.initializer(torch.as_tensor(points, dtype=torch.float32, device=self.device)))
             deltas.append(zeros)
-        if self.init in ("anchor", "mixed"):
+        if self.init in ANCHOR_STARTS:
             names.append("anchor_starts")
             alphas.append(pp.init_alpha(n, index=self.nearest_anchors(points).cpu(), batch_size=b).to(self.device))
             deltas.append(zeros)
