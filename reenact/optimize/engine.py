@@ -18,7 +18,8 @@ start (lets a window jump to an expression of the scan that the warm start and t
 from, e.g. a wide-open mouth). A window stops early when the relative change of
 its summed loss falls below `tolerance`. Each frame keeps the best point it visited. A frame without a
 face repeats the previous frame's latent (steps 0). motion 'relative' (reenact.optimize.retarget) replaces each
-frame's keypoints, before smoothing, by the person's reference keypoints moved by the driver's motion.
+frame's keypoints, before smoothing, by the person's reference keypoints moved by the driver's motion;
+opening_range > 0 (relative only) keeps their mouth opening inside the person's scan range.
 latent_sigma > 0 smooths the returned latents over time (a Gaussian over the face frames' alpha and delta,
 ws recomputed: still points of P+; look-ahead ceil(3 latent_sigma) more frames). Results come back in
 index order, `latency` frames after their target was pushed at most; `flush()` returns the rest.
@@ -46,7 +47,7 @@ from reenact.models import pplus as pp
 from . import losses
 from .keypoints import NUM_POINTS, SUBSETS, KeypointSmoother, get_subset, keypoint_error, scale_keypoints
 from .person import PersonModel
-from .retarget import Retargeter
+from .retarget import MAX_OPENING_RANGE, Retargeter
 
 INITS = ("auto", "anchor", "regressor", "mixed", "uniform", "random")
 PREDICTED_STARTS = ("regressor", "mixed")  # inits whose frames may start from the initializer's prediction
@@ -89,6 +90,9 @@ class OptimizerOptions:
     # "absolute": match the driving keypoints as they are. "relative": match the person's own keypoints moved
     # by the driver's motion since its first face frame (reenact.optimize.retarget; for another identity).
     motion: str = "absolute"
+    # motion "relative" only: > 0 maps the target's mouth opening softly into the person's scan range
+    # (reenact.optimize.retarget, "Opening range"; slope 1/opening_range at the reference). 0 = off.
+    opening_range: float = 0.0
 
     def override(self, **kw) -> OptimizerOptions:
         """A copy with the given fields; 0 / empty values mean 'unset' (proto defaults) and are ignored."""
@@ -132,6 +136,10 @@ class OptimizerOptions:
         yield "seed", count(self.seed, 0, 2**63 - 1)
         yield "init", "" if self.init in INITS else f"must be one of {INITS}"
         yield "motion", "" if self.motion in MOTIONS else f"must be one of {MOTIONS}"
+        range_ok = real(self.opening_range, 0.0, MAX_OPENING_RANGE)
+        if not range_ok and self.opening_range > 0 and self.motion != "relative":
+            range_ok = "needs motion 'relative' (the scan's range is mapped around the person's reference)"
+        yield "opening_range", range_ok
 
 
 @dataclass
@@ -226,7 +234,8 @@ class ReenactmentOptimizer:
         self._smoother = KeypointSmoother(options.keypoint_sigma)
         self._latents = StreamingSmoother(options.latent_sigma)  # radius 0 at sigma 0: a pass-through
         self._last_out: FrameResult | None = None  # the last frame returned after latent smoothing
-        self.retargeter = Retargeter(person.anchor_points) if options.motion == "relative" else None
+        self.retargeter = (Retargeter(person.anchor_points, opening_range=options.opening_range)
+                           if options.motion == "relative" else None)
         self._ready: list[_Frame] = []
         self._last_index: int | None = None
         self._previous: tuple[torch.Tensor, torch.Tensor] | None = None  # (alpha [N], delta [num_ws, N])

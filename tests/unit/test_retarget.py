@@ -10,7 +10,16 @@ from reenact.errors import InvalidInputError
 from reenact.models.stylegan2 import Generator
 from reenact.optimize import OptimizerOptions, PersonModel, ReenactmentOptimizer, Target
 from reenact.optimize.keypoints import LIPS_INNER, LIPS_OUTER
-from reenact.optimize.retarget import RIGID, Retargeter, apply, similarity
+from reenact.optimize.retarget import (
+    LOWER_MOUTH,
+    RIGID,
+    Retargeter,
+    apply,
+    expression_features,
+    set_mouth_ratio,
+    similarity,
+    soft_range,
+)
 
 LOWER_LIP = (14, 87, 178, 88, 95, 317, 402, 318, 324, 17, 84, 181, 91, 146, 314, 405, 321, 375)
 LIPS = sorted(set(LIPS_OUTER + LIPS_INNER))
@@ -128,6 +137,62 @@ def test_first_face_frame_sets_the_references_and_reset_forgets_them(face):
         rt(face[:10])
 
 
+def test_soft_range_is_monotone_inside_the_scan_range_with_slope_one_over_k():
+    f0, lo, hi = 0.2, 0.15, 0.4
+    f = np.linspace(-0.5, 2.0, 2001)
+    for k in (0.5, 1.0, 2.0, 5.0):
+        g = soft_range(f, f0, lo, hi, k)
+        assert np.all(np.diff(g) >= 0) and np.all(np.diff(g)[(f[1:] > lo) & (f[1:] < hi)] > 0)
+        assert g.min() > lo - 1e-12 and g.max() < hi + 1e-12
+        assert soft_range(f0, f0, lo, hi, k) == pytest.approx(f0)
+        eps = 1e-6
+        assert (soft_range(f0 + eps, f0, lo, hi, k) - f0) / eps == pytest.approx(1.0 / k, rel=1e-4)
+        assert (f0 - soft_range(f0 - eps, f0, lo, hi, k)) / eps == pytest.approx(1.0 / k, rel=1e-4)
+    # a larger k compresses more: the same opening above f0 maps lower
+    assert soft_range(0.3, f0, lo, hi, 3.0) < soft_range(0.3, f0, lo, hi, 1.0) < 0.3
+    # the reference at the bottom of the range: nothing below it
+    assert soft_range(0.0, lo, lo, hi, 2.0) == pytest.approx(lo)
+
+
+def test_set_mouth_ratio_moves_only_the_lower_mouth_along_the_gap(face):
+    before = expression_features(face)[0]
+    for ratio in (0.05, before, 0.3):
+        out = set_mouth_ratio(face, ratio)
+        assert expression_features(out)[0] == pytest.approx(ratio, abs=1e-9)
+        moved = np.abs(out - face).max(-1) > 1e-9
+        assert set(np.flatnonzero(moved)) <= set(LOWER_MOUTH)
+        # one shift for all of them, along 13 -> 14, x and y only
+        shift = out[list(LOWER_MOUTH)] - face[list(LOWER_MOUTH)]
+        np.testing.assert_allclose(shift, np.tile(shift[0], (len(LOWER_MOUTH), 1)), atol=1e-9)
+        assert shift[0, 2] == 0.0
+        gap = face[14, :2] - face[13, :2]
+        assert abs(shift[0, 0] * gap[1] - shift[0, 1] * gap[0]) < 1e-9
+
+
+def test_opening_range_keeps_the_targets_mouth_inside_the_persons_scan_range(face):
+    person = other_person(face)
+    anchors = np.stack([person, open_mouth(person, 4.0)])  # the person's scan: closed .. slightly open
+    lo, hi = (float(v) for v in expression_features(anchors)[:, 0][[0, 1]])
+    free, ranged = Retargeter(anchors), Retargeter(anchors, opening_range=2.0)
+    assert ranged.mouth_range == pytest.approx((lo, hi))
+    openings = [0.0, 2.0, 6.0, 12.0, 25.0, 6.0, 0.0]
+    got_free = np.array([expression_features(free(open_mouth(face, v)))[0] for v in openings])
+    got = np.array([expression_features(ranged(open_mouth(face, v)))[0] for v in openings])
+    assert got[0] == pytest.approx(got_free[0], abs=1e-9) == pytest.approx(lo, abs=1e-9)
+    assert got_free.max() > 2 * hi        # the free transfer asks for far more than the scan shows
+    assert got.max() < hi and got[4] > got[3] > got[2] > got[1] > got[0]  # kept in range and in order
+    assert got[5] == pytest.approx(got[2]) and got[6] == pytest.approx(got[0], abs=1e-9)
+    # a mouth that opens while the face smiles: the corners keep the driver's motion
+    smile = open_mouth(face, 20.0)
+    smile[[61, 291], 0] += [-3.0, 3.0]
+    a, b = free(smile), ranged(smile)
+    np.testing.assert_allclose(b[[61, 291, 13, 0]], a[[61, 291, 13, 0]], atol=1e-9)
+    with pytest.raises(ValueError):
+        Retargeter(anchors, opening_range=-1.0)
+    with pytest.raises(ValueError):
+        Retargeter(anchors, opening_range=float("nan"))
+
+
 # ------------------------------------------------------------------------------------------------ engine
 
 R = 32
@@ -170,6 +235,30 @@ def test_engine_validates_and_applies_motion(face):
     moved = rel[1] - rel[0]
     assert np.abs(np.delete(moved, list(LOWER_LIP), axis=0)).max() < 1e-4
     assert moved[14, 1] > 0.5 * 3.0 * R / 128
+
+
+def test_engine_opening_range_needs_relative_motion_and_reaches_the_retargeter(face):
+    with pytest.raises(InvalidInputError) as err:
+        OptimizerOptions(opening_range=2.0).validate()
+    assert "options.opening_range" in str(err.value.violations) and "relative" in str(err.value.violations)
+    with pytest.raises(InvalidInputError) as err:
+        OptimizerOptions(motion="relative", opening_range=11.0).validate()
+    assert "options.opening_range" in str(err.value.violations)
+    OptimizerOptions(motion="relative", opening_range=2.0).validate()
+    assert OptimizerOptions().opening_range == 0.0
+    torch.manual_seed(0)
+    G = Generator(z_dim=16, w_dim=16, img_resolution=R, channel_base=256, channel_max=16, num_mapping_layers=1)
+    pts = torch.from_numpy(np.stack([face, open_mouth(face, 4.0)]) * (R / 128)).float()
+    person = PersonModel.from_parts("p", 1, G, torch.randn(2, 16), pts)
+    hi = float(expression_features(pts.double().numpy())[1, 0])
+    driver = other_person(face)
+    for k, inside in ((0.0, False), (2.0, True)):
+        opt = ReenactmentOptimizer(person, OptimizerOptions(motion="relative", opening_range=k, first_frame_steps=1,
+                                                            steps=1, window=2, keypoint_sigma=0.0, init="anchor"))
+        assert opt.retargeter.opening_range == k
+        _, goal = opt.accept(Target(0, driver.astype(np.float32), 128, None))
+        _, goal = opt.accept(Target(1, open_mouth(driver, 30.0).astype(np.float32), 128, None))
+        assert (expression_features(goal)[0] < hi) == inside
 
 
 def test_optimizer_service_maps_the_motion_option():
