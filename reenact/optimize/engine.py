@@ -56,6 +56,7 @@ MOTIONS = ("absolute", "relative")
 LOSS_NAMES = ("keypoint", "mouth", "eye", "delta", "sum", "total")
 MAX_STEPS = 100_000
 MAX_WINDOW = 1024
+MAX_MOUTH_STEP = 1.5  # mouth_starts' largest s: the candidates' 2s stays inside the edits' strength bound (3)
 CHECK_EVERY = 5  # steps between two host reads of the loss for the tolerance test
 
 
@@ -93,6 +94,10 @@ class OptimizerOptions:
     # motion "relative" only: > 0 maps the target's mouth opening softly into the person's scan range
     # (reenact.optimize.retarget, "Opening range"; slope 1/opening_range at the reference). 0 = off.
     opening_range: float = 0.0
+    # > 0: four more candidate starts per frame, the warm start moved by -2s, -s, +s, +2s (s = this value, in
+    # unit strengths: one standard deviation of the anchors' mouth ratio) along the person's mouth-opening
+    # direction (reenact.edit.directions); the loss picks, as for the other starts. 0 = off.
+    mouth_starts: float = 0.0
 
     def override(self, **kw) -> OptimizerOptions:
         """A copy with the given fields; 0 / empty values mean 'unset' (proto defaults) and are ignored."""
@@ -140,6 +145,7 @@ class OptimizerOptions:
         if not range_ok and self.opening_range > 0 and self.motion != "relative":
             range_ok = "needs motion 'relative' (the scan's range is mapped around the person's reference)"
         yield "opening_range", range_ok
+        yield "mouth_starts", real(self.mouth_starts, 0.0, MAX_MOUTH_STEP)
 
 
 @dataclass
@@ -241,7 +247,8 @@ class ReenactmentOptimizer:
         self._previous: tuple[torch.Tensor, torch.Tensor] | None = None  # (alpha [N], delta [num_ws, N])
         self._last_result: FrameResult | None = None
         self.init = self.resolve_init(options.init, person)
-        self.stats = {"anchor_starts": 0, "warm_starts": 0, "regressor_starts": 0}
+        self.stats = {"anchor_starts": 0, "warm_starts": 0, "regressor_starts": 0, "mouth_starts": 0}
+        self.mouth_direction = self._mouth_direction() if options.mouth_starts > 0 else None
         self.trace: list[list[dict]] | None = None  # set to [] to record each window's mean terms per step
         # compile: the forward of a step (W+ -> image -> keypoints) under torch.compile (fewer, fused kernels:
         # the step is launch-bound at small batches); the first call per batch size compiles.
@@ -255,7 +262,21 @@ class ReenactmentOptimizer:
         if self.static and self.init not in ("regressor", "anchor"):
             raise InvalidInputError.for_field("options.init", f"the static step needs init 'regressor' or "
                                                               f"'anchor', not {self.init!r}")
+        if self.static and options.mouth_starts > 0:
+            raise InvalidInputError.for_field("options.mouth_starts", "the static step has no mouth starts (eager "
+                                                                      "engine only)")
         self._static_step = None
+
+    def _mouth_direction(self):
+        """The person's mouth-opening edit direction (reenact.edit.directions, fitted on the anchors' codes
+        and their mouth ratios), or None when the anchors do not vary in mouth opening."""
+        from reenact.edit.directions import semantic_directions
+
+        from .retarget import expression_features
+
+        ratios = expression_features(self.person.anchor_points.detach().cpu().double().numpy())[:, 0]
+        d = semantic_directions({"anchor_w": self.person.anchor_w, "mouth_open": ratios})["mouth_open"]
+        return None if d.is_zero else d
 
     @staticmethod
     def resolve_init(init: str, person: PersonModel) -> str:
@@ -396,7 +417,17 @@ class ReenactmentOptimizer:
             names.append("warm_starts")
             alphas.append(prev_alpha.expand(b, -1).clone())
             deltas.append(prev_delta.expand(b, -1, -1).clone())
-            if self.init not in PREDICTED_STARTS + ANCHOR_STARTS:
+            if self.mouth_direction is not None:
+                from reenact.edit.directions import apply_edits
+
+                s = self.options.mouth_starts
+                for theta in (-2 * s, -s, s, 2 * s):
+                    names.append("mouth_starts")
+                    moved = apply_edits(prev_alpha, prev_delta, [(self.mouth_direction, theta)],
+                                        beta=self.options.beta)
+                    alphas.append(moved.expand(b, -1).clone())
+                    deltas.append(prev_delta.expand(b, -1, -1).clone())
+            if self.init not in PREDICTED_STARTS + ANCHOR_STARTS and len(alphas) == 1:
                 return alphas[0], deltas[0]
         points = np.stack([f.smoothed for f in frames])
         if self.init in PREDICTED_STARTS:

@@ -121,3 +121,49 @@ def test_initializer_stream_has_no_long_first_frame_and_starts_from_the_best_can
         near = init_alpha(person.anchor_w.shape[0], index=torch.tensor([4, 5]), batch_size=2)
         best = torch.minimum(best, totals(near, torch.zeros_like(delta)))
     assert torch.allclose(totals(alpha, delta), best, rtol=1e-4, atol=1e-5)
+
+
+def test_mouth_starts_add_the_warm_start_moved_along_the_mouth_direction(person):
+    """mouth_starts s > 0: the warm start moved by -2s, -s, +s, +2s along the person's mouth-opening direction
+    competes with the other starts; each frame starts from the lowest-loss candidate."""
+    from reenact.edit.directions import apply_edits
+    from reenact.errors import InvalidInputError
+    from reenact.optimize.engine import _Frame
+
+    with pytest.raises(InvalidInputError, match="mouth_starts"):
+        OptimizerOptions(mouth_starts=2.0).validate()
+    with pytest.raises(InvalidInputError, match="mouth_starts"):
+        ReenactmentOptimizer(person, OptimizerOptions(init="anchor", mouth_starts=1.0), static=True)
+    assert ReenactmentOptimizer(person, OptimizerOptions()).mouth_direction is None  # off by default
+    opt = ReenactmentOptimizer(person, OptimizerOptions(init="anchor", mouth_starts=1.0, first_frame_steps=3,
+                                                        steps=3, window=2, keypoint_sigma=0.0, tolerance=0.0))
+    direction = opt.mouth_direction
+    assert direction is not None and direction.name == "mouth_open"
+    assert abs(float(direction.gamma.sum())) < 1e-6  # an alpha step that keeps the layer sums
+    kp = person.anchor_points.numpy() * (128 / R)
+    results = [r for i in range(4) for r in opt.push(Target(i, kp[i], 128, None))] + opt.flush()
+    assert [r.index for r in results] == [0, 1, 2, 3]
+    # frame 0 is the long first frame; frames 1-3 pick one start each
+    assert opt.stats["warm_starts"] + opt.stats["anchor_starts"] + opt.stats["mouth_starts"] == 3
+
+    frames = [_Frame(Target(10 + i, kp[i], 128, None), kp[i] * R / 128, kp[i] * R / 128) for i in (4, 5)]
+    batch = opt._batch(frames)
+    alpha, delta = opt._window_start(frames, batch)
+
+    def totals(a, d):
+        point = PPlus(person.anchor_w, person.G.num_ws, batch_size=2)
+        point.set_point(a, d)
+        with torch.no_grad():
+            return opt._terms(point, batch)[0]["total"]
+
+    prev_a, prev_d = opt._previous
+    pd = prev_d.expand(2, -1, -1)
+    candidates = [totals(prev_a.expand(2, -1), pd),
+                  totals(init_alpha(person.anchor_w.shape[0], index=torch.tensor([4, 5]), batch_size=2),
+                         torch.zeros_like(delta))]
+    for theta in (-2.0, -1.0, 1.0, 2.0):
+        moved = apply_edits(prev_a, prev_d, [(direction, theta)])
+        assert not torch.allclose(moved, prev_a)
+        candidates.append(totals(moved.expand(2, -1), pd))
+    best = torch.stack(candidates).amin(0)
+    assert torch.allclose(totals(alpha, delta), best, rtol=1e-4, atol=1e-5)
