@@ -757,8 +757,8 @@ def cmd_reenact(ns) -> int:
             res = cl.reenact_to_file(ns.person_id, ns.output, frames_dir=ns.frames_dir, paste_back=ns.paste_back,
                                      edits=edits, steps=ns.steps, window=ns.window, motion=ns.motion,
                                      smoothing_sigma=ns.smoothing, opening_weight=ns.opening_weight,
-                                     latent_sigma=ns.latent_sigma, init=ns.init, person_version=ns.person_version,
-                                     on_event=progress, **kwargs)
+                                     latent_sigma=ns.latent_sigma, init=ns.init, opening_range=ns.opening_range,
+                                     person_version=ns.person_version, on_event=progress, **kwargs)
     finally:
         if progress:
             progress.close()
@@ -927,8 +927,8 @@ class _Demo:
         try:
             self.result = cl.reenact_to_file(ns.person, self.out / "result.mp4", steps=self.steps, window=ns.window,
                                              motion=ns.motion, opening_weight=ns.opening_weight,
-                                             latent_sigma=ns.latent_sigma, init=ns.init, on_event=progress,
-                                             **kwargs)
+                                             latent_sigma=ns.latent_sigma, init=ns.init,
+                                             opening_range=ns.opening_range, on_event=progress, **kwargs)
         finally:
             progress.close()
         self.timings["reenact_seconds"] = time.perf_counter() - t0
@@ -974,7 +974,8 @@ class _Demo:
         out = {"profile": self.profile, "device": self.info["device"], "person_id": self.ns.person,
                "driving_video": str(self.video), "max_frames": self.max_frames, "steps": self.steps,
                "motion": self.ns.motion, "opening_weight": self.ns.opening_weight,
-               "latent_sigma": self.ns.latent_sigma, "init": self.ns.init or "auto", "edit": self.edit,
+               "latent_sigma": self.ns.latent_sigma, "init": self.ns.init or "auto",
+               "opening_range": self.ns.opening_range, "edit": self.edit,
                "timings_seconds": {k: round(v, 2) for k, v in self.timings.items()},
                "outputs": {"result": str(self.out / "result.mp4"), "report": str(self.out / "report.html")},
                "errors": self.errors}
@@ -1044,9 +1045,10 @@ class _Demo:
         report.facts = [("profile", self.profile), ("device", self.info["device"]), ("person", self.ns.person),
                         ("driving video", str(self.video)), ("driving frames", str(self.max_frames or "all")),
                         ("optimizer steps/window", f"{self.steps or 'default'} / {self.ns.window or 'default'}"),
-                        ("motion / opening weight / latent sigma / init",
+                        ("motion / opening weight / latent sigma / init / opening range",
                          f"{self.ns.motion} / {self.ns.opening_weight or 'default'} / "
-                         f"{self.ns.latent_sigma or 'default'} / {self.ns.init or 'default'}")]
+                         f"{self.ns.latent_sigma or 'default'} / {self.ns.init or 'default'} / "
+                         f"{self.ns.opening_range or 'off'}")]
         report.outputs = [(label, name) for label, name in (
             ("result video (aligned crops)", "result.mp4"), ("paste-back video", "result_pasted.mp4"),
             ("edited video", "edited.mp4"), ("self-scan fixture", "selfscan/selfscan.mp4"),
@@ -1159,6 +1161,8 @@ def run_demo(ns) -> int:
 
 
 def cmd_demo(ns) -> int:
+    if ns.opening_range > 0 and ns.motion != "relative":  # refused before the stack starts, not after enrolling
+        raise CliError("--opening-range needs --motion relative", EXIT_USAGE)
     return run_demo(ns)
 
 
@@ -1197,6 +1201,15 @@ def _positive_int(text: str) -> int:
     v = int(text)
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _opening_range(text: str) -> float:
+    from reenact.client._common import MAX_OPENING_RANGE
+
+    v = float(text)
+    if not 0 <= v <= MAX_OPENING_RANGE:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be in 0..{MAX_OPENING_RANGE:g}, got {text}")
     return v
 
 
@@ -1264,6 +1277,10 @@ def _add_expression_args(p) -> None:
                         "frame's nearest anchor as a third candidate start (needs the initializer, like "
                         "regressor): lowered the expression error further for a driver of another identity "
                         "with --motion relative --opening-weight 4 --latent-sigma 1 or 2 (H100)")
+    p.add_argument("--opening-range", type=_opening_range, default=0.0, metavar="K",
+                   help="motion relative only: maps the driver's mouth opening softly into the person's scan "
+                        "range, slope 1/K at the person's reference, 0..10 (default 0 = off); docs/RESULTS.md "
+                        "measures it")
 
 
 def _add_reenact_commands(sub, common) -> None:

@@ -254,7 +254,7 @@ class Client:
                 edits=(), steps: int = 0, window: int = 0, fps: float = 0.0, person_version: int = 0,
                 frame_encoding: str = "png", decode: bool = True, chunk_size: int = c.CHUNK_BYTES,
                 motion: str = "", smoothing_sigma: float = 0.0, opening_weight: float = 0.0,
-                latent_sigma: float = 0.0, init: str | None = None,
+                latent_sigma: float = 0.0, init: str | None = None, opening_range: float = 0.0,
                 timeout: float | None = ...) -> Iterator[ReenactEvent]:
         """Reenact a driving video (path/bytes, streamed in chunks) or RGB frames with a person's generator.
 
@@ -273,15 +273,20 @@ class Client:
         "mixed" starts as "regressor" with each frame's nearest anchor as a third candidate, and with
         motion="relative", opening_weight=4, latent_sigma 1-2 lowered the expression error further for a
         driver of another identity (H100); "regressor" and "mixed" raise FailedPreconditionError (reason
-        NO_INITIALIZER) when the person version has no amortized initializer. Never retried (a
-        reenactment is not idempotent); breaking out of the loop cancels the call.
+        NO_INITIALIZER) when the person version has no amortized initializer. opening_range: with
+        motion="relative" only (ValueError otherwise; 0 = the server default, off; up to 10), maps the
+        driver's mouth opening softly into the person's scan range, slope 1/opening_range at the person's
+        reference, so a wide-open driver does not ask for an opening the person's generator never
+        produced (docs/RESULTS.md measures it). Never retried (a reenactment is not idempotent); breaking
+        out of the loop cancels the call.
         """
         c.check_reenact_input(video, frames)
         c.check_chunk_size(chunk_size)
         header = c.reenact_header(person_id, output=output, frame_encoding=frame_encoding, paste_back=paste_back,
                                   edits=edits, steps=steps, window=window, fps=fps, person_version=person_version,
                                   motion=motion, smoothing_sigma=smoothing_sigma,
-                                  opening_weight=opening_weight, latent_sigma=latent_sigma, init=init)
+                                  opening_weight=opening_weight, latent_sigma=latent_sigma, init=init,
+                                  opening_range=opening_range)
         request_id = c.new_request_id()
         req_errors = c.RequestErrors()
         requests = req_errors.wrap(c.reenact_requests(header, video=video, frames=frames, chunk_size=chunk_size))

@@ -69,6 +69,7 @@ MOTIONS = ("absolute", "relative")  # the optimizer's keypoint targets ("" = its
 MAX_SMOOTHING_SIGMA = 10.0          # the optimizer's bound on keypoint_sigma (the landmarks service allows 30)
 MAX_OPENING_WEIGHT = 1e6            # the optimizer's bound on opening_weight
 MAX_LATENT_SIGMA = 10.0             # the optimizer's bound on latent_sigma (0 = off, its default)
+MAX_OPENING_RANGE = 10.0            # the optimizer's bound on opening_range (0 = off, its default; motion relative)
 INITS = ("auto", "anchor", "regressor", "mixed", "uniform", "random")  # the optimizer's start points ("" = auto)
 
 
@@ -145,6 +146,7 @@ class StreamSpec:
     opening_weight: float = 0.0   # optimizer opening-ratio term weight (0 = default, off)
     latent_sigma: float = 0.0     # optimizer smoothing of the returned latents (0 = default, off)
     init: str = ""                # optimizer start point of every frame ("" = default, auto)
+    opening_range: float = 0.0    # optimizer soft map of the mouth opening into the scan's range (0 = off)
 
 
 @dataclass
@@ -359,7 +361,8 @@ class ReenactPipeline:
             options=optimizer_pb2.OptimizerOptions(steps=s.steps, window=s.window, motion=s.motion,
                                                    keypoint_sigma=s.smoothing_sigma,
                                                    opening_weight=s.opening_weight,
-                                                   latent_sigma=s.latent_sigma, init=s.init)))
+                                                   latent_sigma=s.latent_sigma, init=s.init,
+                                                   opening_range=s.opening_range)))
         try:
             while (target := self.q_targets.get()) is not DONE:
                 with self._lock:
@@ -460,6 +463,7 @@ class ReenactPipeline:
                 "num_anchors": s.anchors.num_anchors, "steps": s.steps, "window": s.window,
                 "motion": s.motion or "absolute", "smoothing_sigma": s.smoothing_sigma,
                 "opening_weight": s.opening_weight, "latent_sigma": s.latent_sigma, "init": s.init or "auto",
+                "opening_range": s.opening_range,
                 "frames_without_face": self.stats.without_face})
             self.finished = True
             st = self.stats

@@ -66,16 +66,31 @@ def test_global_options_work_before_and_after_the_subcommand():
     assert (d.motion, d.opening_weight, d.latent_sigma, d.init) == ("relative", 0.0, 0.0, "")  # the server's defaults
     d = p.parse_args(["demo", "--opening-weight", "4", "--latent-sigma", "1", "--init", "mixed"])
     assert (d.opening_weight, d.latent_sigma, d.init) == (4.0, 1.0, "mixed")
-    assert p.parse_args(["reenact", "amy", "d.mp4", "-o", "o.mp4"]).init == ""
+    assert (d.opening_range, p.parse_args(["demo", "--opening-range", "2"]).opening_range) == (0.0, 2.0)  # 0 = off
+    r = p.parse_args(["reenact", "amy", "d.mp4", "-o", "o.mp4"])
+    assert (r.init, r.opening_range) == ("", 0.0)
 
 
 @pytest.mark.parametrize("argv", [["reenact", "amy", "d.mp4"], ["jobs"], ["demo", "--max-frames", "0"],
                                   ["reenact", "amy", "d.mp4", "-o", "o.mp4", "--init", "best"],
-                                  ["demo", "--init", "Mixed"], ["enroll", "v.mp4"], ["nosuch"]])
+                                  ["demo", "--init", "Mixed"], ["demo", "--opening-range", "10.5"],
+                                  ["demo", "--opening-range", "nan"],
+                                  ["reenact", "amy", "d.mp4", "-o", "o.mp4", "--opening-range", "x"],
+                                  ["enroll", "v.mp4"], ["nosuch"]])
 def test_bad_command_lines_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as ei:
         cli.main(argv)
     assert ei.value.code == 2
+
+
+def test_opening_range_without_motion_relative_is_a_usage_error(gw, capsys, driving, tmp_path):
+    """Refused before anything runs: the demo before it starts the stack, reenact before the call."""
+    code, _out, err = run(capsys, "demo", "--motion", "absolute", "--opening-range", "2", "--out", str(tmp_path / "d"))
+    assert code == cli.EXIT_USAGE and "--motion relative" in err and not (tmp_path / "d").exists()
+    gw.servicer.add_person("amy")
+    code, _out, err = run(capsys, "reenact", "amy", str(driving), "-o", str(tmp_path / "o.mp4"), "--opening-range", "2",
+                          "--address", gw.address)
+    assert code == cli.EXIT_USAGE and "motion='relative'" in err and not gw.servicer.reenact_headers
 
 
 def test_no_gateway_address_is_a_clear_usage_error(gw, capsys):
@@ -232,14 +247,14 @@ def test_reenact_writes_video_metrics_and_sends_edits(gw, capsys, driving, tmp_p
     code, out, err = run(capsys, "reenact", "amy", str(driving), "-o", str(out_mp4), "--edit", "smile=1.5",
                          "--paste-back", "--steps", "7", "--metrics", str(tmp_path / "m.json"),
                          "--motion", "relative", "--smoothing", "-1", "--opening-weight", "4", "--latent-sigma", "1",
-                         "--init", "mixed", "--address", gw.address)
+                         "--init", "mixed", "--opening-range", "2", "--address", gw.address)
     assert code == 0, err
     assert f"wrote {out_mp4}" in out and "reenactment re-1" in out and "4 frames (0 without face)" in out
     assert "reenact 1/4 frames" in err and "100% reenact 4 frames in 0.5s" in err
     h = gw.servicer.reenact_headers[-1]
     assert (h.edits[0].semantic, h.edits[0].strength, h.paste_back, h.steps) == ("smile", 1.5, True, 7)
     assert (h.motion, h.smoothing_sigma, h.opening_weight, h.latent_sigma) == ("relative", -1.0, 4.0, 1.0)
-    assert h.init == "mixed"
+    assert (h.init, h.opening_range) == ("mixed", 2.0)
     frames, _ = decode_video(out_mp4)
     assert frames.shape[0] == 4
     metrics = json.loads((tmp_path / "m.json").read_text())

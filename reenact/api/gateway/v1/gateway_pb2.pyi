@@ -121,7 +121,7 @@ class Edit(_message.Message):
     def __init__(self, semantic: _Optional[str] = ..., w_direction: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., strength: _Optional[float] = ...) -> None: ...
 
 class ReenactHeader(_message.Message):
-    __slots__ = ("person_id", "person_version", "output", "frame_encoding", "paste_back", "edits", "steps", "window", "fps", "motion", "smoothing_sigma", "opening_weight", "latent_sigma", "init")
+    __slots__ = ("person_id", "person_version", "output", "frame_encoding", "paste_back", "edits", "steps", "window", "fps", "motion", "smoothing_sigma", "opening_weight", "latent_sigma", "init", "opening_range")
     PERSON_ID_FIELD_NUMBER: _ClassVar[int]
     PERSON_VERSION_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +136,7 @@ class ReenactHeader(_message.Message):
     OPENING_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     LATENT_SIGMA_FIELD_NUMBER: _ClassVar[int]
     INIT_FIELD_NUMBER: _ClassVar[int]
+    OPENING_RANGE_FIELD_NUMBER: _ClassVar[int]
     person_id: str
     person_version: int
     output: OutputKind
@@ -150,7 +151,8 @@ class ReenactHeader(_message.Message):
     opening_weight: float
     latent_sigma: float
     init: str
-    def __init__(self, person_id: _Optional[str] = ..., person_version: _Optional[int] = ..., output: _Optional[_Union[OutputKind, str]] = ..., frame_encoding: _Optional[_Union[_types_pb2.ImageEncoding, str]] = ..., paste_back: bool = ..., edits: _Optional[_Iterable[_Union[Edit, _Mapping]]] = ..., steps: _Optional[int] = ..., window: _Optional[int] = ..., fps: _Optional[float] = ..., motion: _Optional[str] = ..., smoothing_sigma: _Optional[float] = ..., opening_weight: _Optional[float] = ..., latent_sigma: _Optional[float] = ..., init: _Optional[str] = ...) -> None: ...
+    opening_range: float
+    def __init__(self, person_id: _Optional[str] = ..., person_version: _Optional[int] = ..., output: _Optional[_Union[OutputKind, str]] = ..., frame_encoding: _Optional[_Union[_types_pb2.ImageEncoding, str]] = ..., paste_back: bool = ..., edits: _Optional[_Iterable[_Union[Edit, _Mapping]]] = ..., steps: _Optional[int] = ..., window: _Optional[int] = ..., fps: _Optional[float] = ..., motion: _Optional[str] = ..., smoothing_sigma: _Optional[float] = ..., opening_weight: _Optional[float] = ..., latent_sigma: _Optional[float] = ..., init: _Optional[str] = ..., opening_range: _Optional[float] = ...) -> None: ...
 
 class DrivingFrame(_message.Message):
     __slots__ = ("index", "image")

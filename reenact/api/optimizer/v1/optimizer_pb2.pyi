@@ -6,7 +6,7 @@ from typing import ClassVar as _ClassVar, Mapping as _Mapping, Optional as _Opti
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class OptimizerOptions(_message.Message):
-    __slots__ = ("first_frame_steps", "steps", "learning_rate", "tolerance", "keypoint_weight", "mouth_weight", "eye_weight", "window", "beta", "keypoint_subset", "keypoint_sigma", "seed", "init", "delta_lr_scale", "lr_final", "motion", "opening_weight", "latent_sigma")
+    __slots__ = ("first_frame_steps", "steps", "learning_rate", "tolerance", "keypoint_weight", "mouth_weight", "eye_weight", "window", "beta", "keypoint_subset", "keypoint_sigma", "seed", "init", "delta_lr_scale", "lr_final", "motion", "opening_weight", "latent_sigma", "opening_range")
     FIRST_FRAME_STEPS_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,7 @@ class OptimizerOptions(_message.Message):
     MOTION_FIELD_NUMBER: _ClassVar[int]
     OPENING_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     LATENT_SIGMA_FIELD_NUMBER: _ClassVar[int]
+    OPENING_RANGE_FIELD_NUMBER: _ClassVar[int]
     first_frame_steps: int
     steps: int
     learning_rate: float
@@ -43,7 +44,8 @@ class OptimizerOptions(_message.Message):
     motion: str
     opening_weight: float
     latent_sigma: float
-    def __init__(self, first_frame_steps: _Optional[int] = ..., steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., tolerance: _Optional[float] = ..., keypoint_weight: _Optional[float] = ..., mouth_weight: _Optional[float] = ..., eye_weight: _Optional[float] = ..., window: _Optional[int] = ..., beta: _Optional[float] = ..., keypoint_subset: _Optional[str] = ..., keypoint_sigma: _Optional[float] = ..., seed: _Optional[int] = ..., init: _Optional[str] = ..., delta_lr_scale: _Optional[float] = ..., lr_final: _Optional[float] = ..., motion: _Optional[str] = ..., opening_weight: _Optional[float] = ..., latent_sigma: _Optional[float] = ...) -> None: ...
+    opening_range: float
+    def __init__(self, first_frame_steps: _Optional[int] = ..., steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., tolerance: _Optional[float] = ..., keypoint_weight: _Optional[float] = ..., mouth_weight: _Optional[float] = ..., eye_weight: _Optional[float] = ..., window: _Optional[int] = ..., beta: _Optional[float] = ..., keypoint_subset: _Optional[str] = ..., keypoint_sigma: _Optional[float] = ..., seed: _Optional[int] = ..., init: _Optional[str] = ..., delta_lr_scale: _Optional[float] = ..., lr_final: _Optional[float] = ..., motion: _Optional[str] = ..., opening_weight: _Optional[float] = ..., latent_sigma: _Optional[float] = ..., opening_range: _Optional[float] = ...) -> None: ...
 
 class OptimizeConfig(_message.Message):
     __slots__ = ("person_id", "person_version", "options")
