@@ -270,3 +270,27 @@ def test_optimizer_service_maps_the_motion_option():
     with pytest.raises(InvalidInputError) as err:
         options_from_proto(pb.OptimizerOptions(motion="sideways"))
     assert "config.options.motion" in str(err.value)
+
+
+def test_opening_ceiling_benchmark_reports_the_targets_range_and_correlations(face, tmp_path, capsys):
+    """benchmarks/opening_ceiling.py on a synthetic bundle: without opening_range a wide-open driver's target
+    leaves the scan's range and clipping costs correlation; with it the target stays inside."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "opening_ceiling.py"
+    spec = importlib.util.spec_from_file_location("opening_ceiling", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    person = other_person(face)
+    scan = np.stack([person, open_mouth(person, 2.0), open_mouth(person, 5.0)])
+    openings = [0.0, 1.0, 3.0, 8.0, 16.0, 24.0, 10.0, 2.0, 0.0, 5.0]
+    driver = np.stack([open_mouth(face, v) for v in openings])
+    np.savez(tmp_path / "b.npz", scan_points=scan, scan_has_face=np.ones(3, bool), drv_keypoints=driver,
+             drv_raw_points=driver, drv_has_face=np.ones(len(openings), bool))
+    off, on = mod.ceiling(str(tmp_path / "b.npz"), [0.0, 3.0])
+    assert off["outside"] > 0.2 and off["target"][1] > off["scan"][1]
+    assert off["r_target"] > 0.99 and off["r_in_range"] < off["r_target"] - 0.02
+    assert on["outside"] == 0.0 and on["r_in_range"] > off["r_in_range"]
+    assert mod.main([str(tmp_path / "b.npz"), "--k", "0", "2"]) == 0
+    assert "| 2 |" in capsys.readouterr().out
