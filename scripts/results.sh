@@ -43,7 +43,7 @@ case "$what" in
       vmethods=ours,ours-relative
     else
       vmethods=ours-relative
-      default="ow4:opening_weight=4 ow0ls1:latent_sigma=1 ow4ls1:opening_weight=4,latent_sigma=1 ow4ls2:opening_weight=4,latent_sigma=2 ow4ls3:opening_weight=4,latent_sigma=3 ow10ls1:opening_weight=10,latent_sigma=1 ow10ls2:opening_weight=10,latent_sigma=2 ct4ls1:opening_weight=4,latent_sigma=1,keypoint_subset=contours mix:opening_weight=4,latent_sigma=1,init=mixed mixls2:opening_weight=4,latent_sigma=2,init=mixed mixow10ls2:opening_weight=10,latent_sigma=2,init=mixed"
+      default="ow4:opening_weight=4 ow0ls1:latent_sigma=1 ow4ls1:opening_weight=4,latent_sigma=1 ow4ls2:opening_weight=4,latent_sigma=2 ow4ls3:opening_weight=4,latent_sigma=3 ow10ls1:opening_weight=10,latent_sigma=1 ow10ls2:opening_weight=10,latent_sigma=2 ct4ls1:opening_weight=4,latent_sigma=1,keypoint_subset=contours mix:opening_weight=4,latent_sigma=1,init=mixed mixls2:opening_weight=4,latent_sigma=2,init=mixed mixow10ls2:opening_weight=10,latent_sigma=2,init=mixed mixls2ms1:opening_weight=4,latent_sigma=2,init=mixed,mouth_starts=1 mixls2or2:opening_weight=4,latent_sigma=2,init=mixed,opening_range=2 mixls2or2ms1:opening_weight=4,latent_sigma=2,init=mixed,opening_range=2,mouth_starts=1"
     fi
     store="file://$(cd "$OUT" && pwd)/self/store"
     for v in ${VARIANTS:-$default}; do

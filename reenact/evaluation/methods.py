@@ -381,10 +381,27 @@ def produce(bundle_path: str | Path, out_dir: str | Path, *, methods=DEFAULT_MET
                         paper_steps, ours_overrides, enroll_seconds, frames_format, log)
 
 
-def _produce(bundle, bundle_path, out_dir, methods, device, store, person_id, profile, profile_overrides,
-             paper_steps, ours_overrides, enroll_seconds, frames_format, log) -> dict:
+def _ours_options(methods, ours_overrides):
+    """(ours, ours-relative) optimizer options, each validated when its method runs (opening_range is valid
+    for ours-relative only); a bad value is a ValueError (the CLI's "error: ...", exit 2) before any work."""
+    from reenact.errors import InvalidInputError
     from reenact.optimize import OptimizerOptions
 
+    # dataclasses.replace, not override(): on the command line a 0 is a value (e.g. mouth_weight=0), not "unset"
+    ours = dataclasses.replace(OptimizerOptions(), **(ours_overrides or {}))
+    relative = dataclasses.replace(ours, motion="relative")
+    for name, options in (("ours", ours), ("ours-relative", relative)):
+        if name in methods:
+            try:
+                options.validate()
+            except InvalidInputError as err:
+                raise ValueError(f"optimizer options for method {name}: {err}") from err
+    return ours, relative
+
+
+def _produce(bundle, bundle_path, out_dir, methods, device, store, person_id, profile, profile_overrides,
+             paper_steps, ours_overrides, enroll_seconds, frames_format, log) -> dict:
+    ours_options, relative_options = _ours_options(methods, ours_overrides)
     if store and person_id:
         person = load_person(store, person_id, device)
         if enroll_seconds is not None:  # enrolled earlier by the caller (suite: once for both protocols)
@@ -399,9 +416,6 @@ def _produce(bundle, bundle_path, out_dir, methods, device, store, person_id, pr
         np.savez_compressed(out_dir / "identity_refs.npz", frames=render(m.G, ws, device))
     net = bundle.landmark_net(device)
     warm_up(bundle, person, device, net)
-    # dataclasses.replace, not override(): on the command line a 0 is a value (e.g. mouth_weight=0), not "unset"
-    ours_options = dataclasses.replace(OptimizerOptions(), **(ours_overrides or {}))
-    ours_options.validate()
     info: dict = {"bundle": str(Path(bundle_path).resolve()), "device": device, "device_name": device_name(device),
                   "person": person.source, "resolution": person.model.resolution,
                   "num_anchors": int(len(person.model.anchor_w)), "enroll_seconds": person.enroll_seconds,
@@ -418,7 +432,7 @@ def _produce(bundle, bundle_path, out_dir, methods, device, store, person_id, pr
         elif name == "paper":
             res = run_paper(bundle, person, device, net, paper_steps)
         elif name == "ours-relative":
-            res = run_ours(bundle, person, device, net, dataclasses.replace(ours_options, motion="relative"))
+            res = run_ours(bundle, person, device, net, relative_options)
         else:
             res = run_ours(bundle, person, device, net, ours_options)
         frames = res.pop("frames")
