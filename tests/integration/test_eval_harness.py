@@ -207,3 +207,24 @@ def test_eval_run_with_a_stored_person(suite, tmp_path):
     assert set(res["methods"]) == {"nearest", "warp"} and res["driver"]["frames"] == 4
     assert (out / "identity_refs.npz").exists() and (out / "report.html").exists()
     assert "renders" in res["methods"]["nearest"]["notes"]
+
+
+def test_produce_relative_only_options_reach_ours_relative_and_are_refused_for_ours(suite, tmp_path, capsys):
+    """`--ours-set opening_range=2` is valid for ours-relative (motion relative) and recorded with its
+    options; for ours (absolute motion) produce refuses it before producing anything."""
+    store = ["--store", f"file://{(suite / 'self' / 'store').resolve()}", "--person", "person"]
+    bundle = str(suite / "cross" / "bundle.npz")
+    sets = ["--ours-set", "first_frame_steps=3", "--ours-set", "steps=2", "--ours-set", "opening_range=2",
+            "--ours-set", "mouth_starts=1", "--ours-set", "init=anchor"]
+    out = tmp_path / "rel"
+    assert cli_main(["eval", "produce", bundle, "--out", str(out), "--methods", "ours-relative", *store, *sets]) == 0
+    info = json.loads((out / "produce.json").read_text())["methods"]["ours-relative"]
+    assert info["options"]["opening_range"] == 2.0 and info["options"]["mouth_starts"] == 1.0
+    assert info["options"]["motion"] == "relative"
+    assert info["starts"]["mouth_starts"] >= 0 and sum(info["starts"].values()) == FRAMES - 1
+    bad = tmp_path / "abs"
+    capsys.readouterr()
+    assert cli_main(["eval", "produce", bundle, "--out", str(bad), "--methods", "ours", *store, *sets]) == 2
+    err = capsys.readouterr().err
+    assert "method ours" in err and "options.opening_range" in err and "relative" in err
+    assert not (bad / "ours.npz").exists() and not (bad / "produce.json").exists()
