@@ -15,7 +15,10 @@ reenact.optimize.amortized): every frame, the first included, starts from the be
 and the initializer's prediction for its keypoints and gets `steps` (no long first-frame optimization).
 init 'mixed' (needs the initializer): as 'regressor', with the frame's nearest anchor as a third candidate
 start (lets a window jump to an expression of the scan that the warm start and the prediction are far
-from, e.g. a wide-open mouth). A window stops early when the relative change of
+from, e.g. a wide-open mouth). mouth_starts s > 0 adds the warm start moved by -2s, -s, +s, +2s along the
+person's mouth-opening edit direction (reenact.edit.directions) as four more candidates (an open mouth is
+one jump from closed; docs/RESULTS.md "fifth session": cross mouth r 0.34 -> 0.74). A window stops early
+when the relative change of
 its summed loss falls below `tolerance`. Each frame keeps the best point it visited. A frame without a
 face repeats the previous frame's latent (steps 0). motion 'relative' (reenact.optimize.retarget) replaces each
 frame's keypoints, before smoothing, by the person's reference keypoints moved by the driver's motion;
