@@ -758,7 +758,7 @@ def cmd_reenact(ns) -> int:
                                      edits=edits, steps=ns.steps, window=ns.window, motion=ns.motion,
                                      smoothing_sigma=ns.smoothing, opening_weight=ns.opening_weight,
                                      latent_sigma=ns.latent_sigma, init=ns.init, opening_range=ns.opening_range,
-                                     person_version=ns.person_version, on_event=progress, **kwargs)
+                                     mouth_starts=ns.mouth_starts, person_version=ns.person_version, on_event=progress, **kwargs)
     finally:
         if progress:
             progress.close()
@@ -928,7 +928,8 @@ class _Demo:
             self.result = cl.reenact_to_file(ns.person, self.out / "result.mp4", steps=self.steps, window=ns.window,
                                              motion=ns.motion, opening_weight=ns.opening_weight,
                                              latent_sigma=ns.latent_sigma, init=ns.init,
-                                             opening_range=ns.opening_range, on_event=progress, **kwargs)
+                                             opening_range=ns.opening_range, mouth_starts=ns.mouth_starts,
+                                             on_event=progress, **kwargs)
         finally:
             progress.close()
         self.timings["reenact_seconds"] = time.perf_counter() - t0
@@ -975,7 +976,7 @@ class _Demo:
                "driving_video": str(self.video), "max_frames": self.max_frames, "steps": self.steps,
                "motion": self.ns.motion, "opening_weight": self.ns.opening_weight,
                "latent_sigma": self.ns.latent_sigma, "init": self.ns.init or "auto",
-               "opening_range": self.ns.opening_range, "edit": self.edit,
+               "opening_range": self.ns.opening_range, "mouth_starts": self.ns.mouth_starts, "edit": self.edit,
                "timings_seconds": {k: round(v, 2) for k, v in self.timings.items()},
                "outputs": {"result": str(self.out / "result.mp4"), "report": str(self.out / "report.html")},
                "errors": self.errors}
@@ -1045,10 +1046,10 @@ class _Demo:
         report.facts = [("profile", self.profile), ("device", self.info["device"]), ("person", self.ns.person),
                         ("driving video", str(self.video)), ("driving frames", str(self.max_frames or "all")),
                         ("optimizer steps/window", f"{self.steps or 'default'} / {self.ns.window or 'default'}"),
-                        ("motion / opening weight / latent sigma / init / opening range",
+                        ("motion / opening weight / latent sigma / init / opening range / mouth starts",
                          f"{self.ns.motion} / {self.ns.opening_weight or 'default'} / "
                          f"{self.ns.latent_sigma or 'default'} / {self.ns.init or 'default'} / "
-                         f"{self.ns.opening_range or 'off'}")]
+                         f"{self.ns.opening_range or 'off'} / {self.ns.mouth_starts or 'off'}")]
         report.outputs = [(label, name) for label, name in (
             ("result video (aligned crops)", "result.mp4"), ("paste-back video", "result_pasted.mp4"),
             ("edited video", "edited.mp4"), ("self-scan fixture", "selfscan/selfscan.mp4"),
@@ -1213,6 +1214,15 @@ def _opening_range(text: str) -> float:
     return v
 
 
+def _mouth_starts(text: str) -> float:
+    from reenact.client._common import MAX_MOUTH_STARTS
+
+    v = float(text)
+    if not 0 <= v <= MAX_MOUTH_STARTS:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be in 0..{MAX_MOUTH_STARTS:g}, got {text}")
+    return v
+
+
 def _add_stack_commands(sub, common) -> None:
     up = sub.add_parser("up", parents=[common], help="start the local stack (Triton + services on loopback)")
     up.add_argument("--detach", action="store_true", help="return after start; stop later with `reenact down`")
@@ -1281,6 +1291,11 @@ def _add_expression_args(p) -> None:
                    help="motion relative only: maps the driver's mouth opening softly into the person's scan "
                         "range, slope 1/K at the person's reference, 0..10 (default 0 = off); docs/RESULTS.md "
                         "measures it")
+    p.add_argument("--mouth-starts", type=_mouth_starts, default=0.0, metavar="S",
+                   help="four more candidate starts per frame along the person's mouth-opening direction (the "
+                        "warm start moved by -2S, -S, +S, +2S unit strengths; the lowest loss wins), 0..1.5 "
+                        "(default 0 = off); eager optimizer only (a static-step stream refuses it); "
+                        "docs/RESULTS.md \"fifth session\" measured 1")
 
 
 def _add_reenact_commands(sub, common) -> None:

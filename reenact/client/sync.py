@@ -255,7 +255,7 @@ class Client:
                 frame_encoding: str = "png", decode: bool = True, chunk_size: int = c.CHUNK_BYTES,
                 motion: str = "", smoothing_sigma: float = 0.0, opening_weight: float = 0.0,
                 latent_sigma: float = 0.0, init: str | None = None, opening_range: float = 0.0,
-                timeout: float | None = ...) -> Iterator[ReenactEvent]:
+                mouth_starts: float = 0.0, timeout: float | None = ...) -> Iterator[ReenactEvent]:
         """Reenact a driving video (path/bytes, streamed in chunks) or RGB frames with a person's generator.
 
         Yields Started, then Frame per driving frame (image None in output="video", which also yields
@@ -277,7 +277,11 @@ class Client:
         motion="relative" only (ValueError otherwise; 0 = the server default, off; up to 10), maps the
         driver's mouth opening softly into the person's scan range, slope 1/opening_range at the person's
         reference, so a wide-open driver does not ask for an opening the person's generator never
-        produced (docs/RESULTS.md measures it). Never retried (a reenactment is not idempotent); breaking
+        produced (docs/RESULTS.md measures it). mouth_starts: 0..1.5 (ValueError otherwise; 0 = the server
+        default, off) adds four candidate starts per frame, the warm start moved by -2s, -s, +s, +2s unit
+        strengths along the person's mouth-opening edit direction, the lowest loss winning (eager optimizer
+        only: a stream the optimizer runs as its static step raises InvalidArgumentError; docs/RESULTS.md
+        "fifth session" measured mouth_starts=1). Never retried (a reenactment is not idempotent); breaking
         out of the loop cancels the call.
         """
         c.check_reenact_input(video, frames)
@@ -286,7 +290,7 @@ class Client:
                                   edits=edits, steps=steps, window=window, fps=fps, person_version=person_version,
                                   motion=motion, smoothing_sigma=smoothing_sigma,
                                   opening_weight=opening_weight, latent_sigma=latent_sigma, init=init,
-                                  opening_range=opening_range)
+                                  opening_range=opening_range, mouth_starts=mouth_starts)
         request_id = c.new_request_id()
         req_errors = c.RequestErrors()
         requests = req_errors.wrap(c.reenact_requests(header, video=video, frames=frames, chunk_size=chunk_size))

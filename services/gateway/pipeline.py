@@ -70,6 +70,7 @@ MAX_SMOOTHING_SIGMA = 10.0          # the optimizer's bound on keypoint_sigma (t
 MAX_OPENING_WEIGHT = 1e6            # the optimizer's bound on opening_weight
 MAX_LATENT_SIGMA = 10.0             # the optimizer's bound on latent_sigma (0 = off, its default)
 MAX_OPENING_RANGE = 10.0            # the optimizer's bound on opening_range (0 = off, its default; motion relative)
+MAX_MOUTH_STARTS = 1.5              # the optimizer's bound on mouth_starts (0 = off, its default; eager engine only)
 INITS = ("auto", "anchor", "regressor", "mixed", "uniform", "random")  # the optimizer's start points ("" = auto)
 
 
@@ -147,6 +148,7 @@ class StreamSpec:
     latent_sigma: float = 0.0     # optimizer smoothing of the returned latents (0 = default, off)
     init: str = ""                # optimizer start point of every frame ("" = default, auto)
     opening_range: float = 0.0    # optimizer soft map of the mouth opening into the scan's range (0 = off)
+    mouth_starts: float = 0.0     # optimizer candidate starts along the mouth-opening direction (0 = off)
 
 
 @dataclass
@@ -362,7 +364,8 @@ class ReenactPipeline:
                                                    keypoint_sigma=s.smoothing_sigma,
                                                    opening_weight=s.opening_weight,
                                                    latent_sigma=s.latent_sigma, init=s.init,
-                                                   opening_range=s.opening_range)))
+                                                   opening_range=s.opening_range,
+                                                   mouth_starts=s.mouth_starts)))
         try:
             while (target := self.q_targets.get()) is not DONE:
                 with self._lock:
@@ -463,7 +466,7 @@ class ReenactPipeline:
                 "num_anchors": s.anchors.num_anchors, "steps": s.steps, "window": s.window,
                 "motion": s.motion or "absolute", "smoothing_sigma": s.smoothing_sigma,
                 "opening_weight": s.opening_weight, "latent_sigma": s.latent_sigma, "init": s.init or "auto",
-                "opening_range": s.opening_range,
+                "opening_range": s.opening_range, "mouth_starts": s.mouth_starts,
                 "frames_without_face": self.stats.without_face})
             self.finished = True
             st = self.stats

@@ -51,6 +51,7 @@ from services.gateway.peers import Peers, peer_error
 from services.gateway.pipeline import (
     INITS,
     MAX_LATENT_SIGMA,
+    MAX_MOUTH_STARTS,
     MAX_OPENING_RANGE,
     MAX_OPENING_WEIGHT,
     MAX_SMOOTHING_SIGMA,
@@ -477,7 +478,8 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
             paste_back=h.paste_back, steps=h.steps, window=h.window, fps=h.fps or DEFAULT_FPS,
             resolution=info.height, num_ws=info.num_ws, w_dim=info.w_dim, crop_size=self.cfg.crop_size,
             motion=h.motion, smoothing_sigma=h.smoothing_sigma, opening_weight=h.opening_weight,
-            latent_sigma=h.latent_sigma, init=h.init, opening_range=h.opening_range)
+            latent_sigma=h.latent_sigma, init=h.init, opening_range=h.opening_range,
+            mouth_starts=h.mouth_starts)
 
     def _optimizer_violations(self, h: gateway_pb2.ReenactHeader) -> list[FieldViolation]:
         """The header's optimizer settings out of what the optimizer (or the stream's in-flight bound)
@@ -514,6 +516,9 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
         elif h.opening_range > 0 and h.motion != "relative":
             bad.append(FieldViolation("header.opening_range", f"{h.opening_range:g} needs motion 'relative' (the "
                                       "scan's range is mapped around the person's reference)"))
+        if not (math.isfinite(h.mouth_starts) and 0 <= h.mouth_starts <= MAX_MOUTH_STARTS):
+            bad.append(FieldViolation("header.mouth_starts", f"{h.mouth_starts} outside "
+                                      f"0..{MAX_MOUTH_STARTS:g} (0 = the server default, off)"))
         return bad
 
     def _max_window(self, sigma: float = 0.0, latent_sigma: float = 0.0) -> int:

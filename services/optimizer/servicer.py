@@ -246,6 +246,12 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
         extra = {"compile": True} if self.config.compile else {}
         init = ReenactmentOptimizer.resolve_init(options.init, person)
         if self.config.use_static_step(str(self.device), init, options.steps):
+            if options.mouth_starts > 0:  # the engine would refuse it too, on its own field path
+                raise InvalidInputError.for_field(
+                    "config.options.mouth_starts", f"{options.mouth_starts:g}: this server runs this stream (init "
+                    f"{init!r}, {options.steps or 'default'} steps) as the static step (static_step="
+                    f"{self.config.static_step}), which has no mouth starts (eager engine only); send 0, or init "
+                    "'mixed' for an eager stream")
             extra["static"] = True
         engine = self.optimizer_factory(person, options, device=self.device, should_stop=stop.is_set, **extra)
         if engine.latency + 1 > self.config.max_queue:

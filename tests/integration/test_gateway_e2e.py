@@ -210,13 +210,13 @@ def test_reenact_frames_with_paste_back(stub, store, enrolled, driving):
                             "driving.video", "meta.json"])
     meta = json.loads(store.get_bytes(next(k for k in keys if k.endswith("/meta.json"))))
     assert (meta["opening_weight"], meta["latent_sigma"], meta["init"]) == (4.0, 1.0, "mixed")
-    assert meta["opening_range"] == 0.0  # unset: off
+    assert (meta["opening_range"], meta["mouth_starts"]) == (0.0, 0.0)  # unset: off
     print(f"reenact {DRIVING_FRAMES} frames (paste-back): {wall:.1f} s")
 
 
 def test_live_settings_return_each_frame_before_the_next_is_sent(stub, store, enrolled, driving):
-    """window 1 + smoothing off (+ relative motion, + the opening-ratio term and opening_range, which add no
-    look-ahead): no stage waits for later frames, so a client can run in lockstep (send frame i, wait for its result, then
+    """window 1 + smoothing off (+ relative motion, + the opening-ratio term, opening_range and mouth_starts,
+    which add no look-ahead): no stage waits for later frames, so a client can run in lockstep (send frame i, wait for its result, then
     send frame i+1). With the default smoothing (or latent_sigma > 0) this client would stall: the landmarks
     and optimizer look-aheads hold frame 0 until later frames arrive."""
     import queue
@@ -228,7 +228,7 @@ def test_live_settings_return_each_frame_before_the_next_is_sent(stub, store, en
     def lockstep():
         yield g.ReenactRequest(header=g.ReenactHeader(person_id=PERSON, fps=fps, steps=2, window=1,
                                                       smoothing_sigma=-1, motion="relative", opening_weight=4,
-                                                      opening_range=2,
+                                                      opening_range=2, mouth_starts=1,
                                                       frame_encoding=types_pb2.IMAGE_ENCODING_RGB8))
         for i, f in enumerate(frames):
             yield g.ReenactRequest(frame=g.DrivingFrame(index=i, image=image_to_proto(f, types_pb2.IMAGE_ENCODING_RGB8)))
@@ -252,6 +252,7 @@ def test_live_settings_return_each_frame_before_the_next_is_sent(stub, store, en
     assert (meta["motion"], meta["smoothing_sigma"], meta["window"]) == ("relative", -1.0, 1)
     assert (meta["opening_weight"], meta["latent_sigma"], meta["init"]) == (4.0, 0.0, "auto")  # init unset
     assert meta["opening_range"] == 2.0  # reached the real optimizer's retargeter (motion relative)
+    assert meta["mouth_starts"] == 1.0  # accepted by the real (eager, CPU) optimizer
 
 
 @pytest.fixture(scope="module")
@@ -319,12 +320,13 @@ def test_unknown_person_and_bad_header(stub, enrolled, driving):
                                               timeout=30)))
     assert err.code() == grpc.StatusCode.NOT_FOUND and "nobody" in err.details()
     err = rpc_error(lambda: list(stub.Reenact(frame_requests(frames[:1], fps, steps=-1, frame_encoding=77,
-                                                             latent_sigma=11, init="best", opening_range=2),
+                                                             latent_sigma=11, init="best", opening_range=2,
+                                                             mouth_starts=2),
                                               timeout=30)))  # opening_range without motion "relative"
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert {f for f, _ in details_of(err)["violations"]} == {"header.steps", "header.frame_encoding",
                                                              "header.latent_sigma", "header.init",
-                                                             "header.opening_range"}
+                                                             "header.opening_range", "header.mouth_starts"}
 
 
 def test_bad_frame_mid_stream_stores_nothing(stub, store, enrolled, driving):

@@ -252,19 +252,32 @@ def test_reenact_bad_header(rig):
         err = rpc_error(lambda k=k: list(stub.Reenact(iter([g.ReenactRequest(header=g.ReenactHeader(
             person_id="nobody", motion="relative", opening_range=k))]), timeout=30)))
         assert err.code() == grpc.StatusCode.NOT_FOUND, k  # a valid opening_range; the person is unknown
+    # mouth_starts: finite, 0..1.5 (any motion)
+    for s in (-0.5, 1.51, float("nan"), float("inf")):
+        err = rpc_error(lambda s=s: list(stub.Reenact(iter([g.ReenactRequest(header=g.ReenactHeader(
+            person_id="nobody", mouth_starts=s))]), timeout=30)))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, s
+        assert {f for f, _ in details_of(err)["violations"]} == {"header.mouth_starts"}, s
+    for s in (0.5, 1.5):
+        err = rpc_error(lambda s=s: list(stub.Reenact(iter([g.ReenactRequest(header=g.ReenactHeader(
+            person_id="nobody", mouth_starts=s))]), timeout=30)))
+        assert err.code() == grpc.StatusCode.NOT_FOUND, s  # a valid mouth_starts; the person is unknown
     # the gateway checks what the optimizer accepts (it must not import the torch engine: the lists and bounds are kept
     # in step here), and the SDK refuses the same values locally
     from reenact.client._common import INITS as SDK_INITS
+    from reenact.client._common import MAX_MOUTH_STARTS as SDK_MAX_MOUTH_STARTS
     from reenact.client._common import MAX_OPENING_RANGE as SDK_MAX_OPENING_RANGE
     from reenact.client._common import MOTIONS as SDK_MOTIONS
     from reenact.errors import InvalidInputError
     from reenact.optimize.engine import INITS as ENGINE_INITS
+    from reenact.optimize.engine import MAX_MOUTH_STEP as ENGINE_MAX_MOUTH_STEP
     from reenact.optimize.engine import MOTIONS as ENGINE_MOTIONS
     from reenact.optimize.engine import OptimizerOptions
     from reenact.optimize.retarget import MAX_OPENING_RANGE as ENGINE_MAX_OPENING_RANGE
     from services.gateway.pipeline import (
         INITS,
         MAX_LATENT_SIGMA,
+        MAX_MOUTH_STARTS,
         MAX_OPENING_RANGE,
         MAX_OPENING_WEIGHT,
         MOTIONS,
@@ -274,10 +287,12 @@ def test_reenact_bad_header(rig):
     assert MOTIONS == ENGINE_MOTIONS and set(SDK_MOTIONS) == {"", *ENGINE_MOTIONS}
     assert INITS == ENGINE_INITS and set(SDK_INITS) == {"", *ENGINE_INITS}
     assert MAX_OPENING_RANGE == ENGINE_MAX_OPENING_RANGE == SDK_MAX_OPENING_RANGE
+    assert MAX_MOUTH_STARTS == ENGINE_MAX_MOUTH_STEP == SDK_MAX_MOUTH_STARTS
     OptimizerOptions(opening_weight=MAX_OPENING_WEIGHT, latent_sigma=MAX_LATENT_SIGMA, motion="relative",
-                     opening_range=MAX_OPENING_RANGE).validate()
+                     opening_range=MAX_OPENING_RANGE, mouth_starts=MAX_MOUTH_STARTS).validate()
     for bad in ({"opening_weight": MAX_OPENING_WEIGHT * 1.01}, {"latent_sigma": MAX_LATENT_SIGMA + 0.01},
-                {"opening_range": MAX_OPENING_RANGE + 0.01, "motion": "relative"}, {"opening_range": 1.0}):
+                {"opening_range": MAX_OPENING_RANGE + 0.01, "motion": "relative"}, {"opening_range": 1.0},
+                {"mouth_starts": MAX_MOUTH_STARTS + 0.01}):
         with pytest.raises(InvalidInputError, match=next(iter(bad))):
             OptimizerOptions(**bad).validate()
     # smoothing off frees the look-ahead: a window too large with the default smoothing fits without it
@@ -438,24 +453,27 @@ def test_reenact_driving_video_within_the_limits_reaches_the_peers(rig, limited_
 
 def test_reenact_motion_and_smoothing_reach_the_landmarks_and_optimizer_streams(rig, limited_person, spied_peers):
     """The header's live settings configure both peers: TrackConfig.smoothing_sigma and the optimizer's
-    keypoint_sigma / motion / window / opening_weight / latent_sigma / init / opening_range (defaults stay
-    0 / "" = each service's own default)."""
+    keypoint_sigma / motion / window / opening_weight / latent_sigma / init / opening_range / mouth_starts
+    (defaults stay 0 / "" = each service's own default)."""
     PeerSpy.firsts.clear()
     video = [encode_video(_frames(3, 32), 30)]
     err = rpc_error(lambda: reenact_video(rig, limited_person, video, motion="relative", smoothing_sigma=-1, window=1,
-                                          opening_weight=4, latent_sigma=1, init="mixed", opening_range=2))
+                                          opening_weight=4, latent_sigma=1, init="mixed", opening_range=2,
+                                          mouth_starts=1))
     assert err.code() == grpc.StatusCode.UNAVAILABLE  # the optimizer is down at this point
     track = PeerSpy.firsts["landmarks.TrackFrames"].config
     opts = PeerSpy.firsts["optimizer.Optimize"].config.options
     assert track.smoothing_sigma == -1.0
     assert (opts.motion, opts.keypoint_sigma, opts.window) == ("relative", -1.0, 1)
     assert (opts.opening_weight, opts.latent_sigma, opts.init, opts.opening_range) == (4.0, 1.0, "mixed", 2.0)
+    assert opts.mouth_starts == 1.0
     PeerSpy.firsts.clear()
     rpc_error(lambda: reenact_video(rig, limited_person, video))
     assert PeerSpy.firsts["landmarks.TrackFrames"].config.smoothing_sigma == 0.0
     opts = PeerSpy.firsts["optimizer.Optimize"].config.options
     assert (opts.motion, opts.keypoint_sigma, opts.window) == ("", 0.0, 0)
     assert (opts.opening_weight, opts.latent_sigma, opts.init, opts.opening_range) == (0.0, 0.0, "", 0.0)
+    assert opts.mouth_starts == 0.0
 
 
 def test_trainer_down_is_unavailable_and_leaves_no_upload(rig, face_video):

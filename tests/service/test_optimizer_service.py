@@ -367,8 +367,15 @@ def test_static_step_streams_with_fixed_steps(person_store, tracked):
         reqs = [config(options=live)] + [target(i, p, c) for i, (p, c) in enumerate(tracked)]
         with grpc.insecure_channel(server.address) as ch:
             out = list(optimizer_pb2_grpc.OptimizerServiceStub(ch).Optimize(iter(reqs), timeout=TIMEOUT))
+            # mouth_starts is eager-engine only: a stream this server runs as the static step refuses it
+            mouth = optimizer_pb2.OptimizerOptions(steps=2, window=2, keypoint_sigma=-1.0, mouth_starts=1.0)
+            err = rpc_error(lambda: list(optimizer_pb2_grpc.OptimizerServiceStub(ch).Optimize(
+                iter([config(options=mouth), target(0, *tracked[0])]), timeout=TIMEOUT)))
     finally:
         server.stop(drain_seconds=1, grace_seconds=0)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [f for f, _ in details_of(err)["violations"]] == ["config.options.mouth_starts"]
+    assert "static step" in details_of(err)["violations"][0][1]
     assert [r.index for r in out] == list(range(NUM_TARGETS))
     assert [r.steps for r in out] == [2] * NUM_TARGETS
     assert all(np.isfinite(r.keypoint_error) for r in out)

@@ -68,7 +68,8 @@ def test_global_options_work_before_and_after_the_subcommand():
     assert (d.opening_weight, d.latent_sigma, d.init) == (4.0, 1.0, "mixed")
     assert (d.opening_range, p.parse_args(["demo", "--opening-range", "2"]).opening_range) == (0.0, 2.0)  # 0 = off
     r = p.parse_args(["reenact", "amy", "d.mp4", "-o", "o.mp4"])
-    assert (r.init, r.opening_range) == ("", 0.0)
+    assert (r.init, r.opening_range, r.mouth_starts) == ("", 0.0, 0.0)
+    assert (d.mouth_starts, p.parse_args(["demo", "--mouth-starts", "1"]).mouth_starts) == (0.0, 1.0)  # 0 = off
 
 
 @pytest.mark.parametrize("argv", [["reenact", "amy", "d.mp4"], ["jobs"], ["demo", "--max-frames", "0"],
@@ -76,6 +77,8 @@ def test_global_options_work_before_and_after_the_subcommand():
                                   ["demo", "--init", "Mixed"], ["demo", "--opening-range", "10.5"],
                                   ["demo", "--opening-range", "nan"],
                                   ["reenact", "amy", "d.mp4", "-o", "o.mp4", "--opening-range", "x"],
+                                  ["demo", "--mouth-starts", "1.6"], ["demo", "--mouth-starts", "nan"],
+                                  ["reenact", "amy", "d.mp4", "-o", "o.mp4", "--mouth-starts", "-1"],
                                   ["enroll", "v.mp4"], ["nosuch"]])
 def test_bad_command_lines_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as ei:
@@ -247,14 +250,14 @@ def test_reenact_writes_video_metrics_and_sends_edits(gw, capsys, driving, tmp_p
     code, out, err = run(capsys, "reenact", "amy", str(driving), "-o", str(out_mp4), "--edit", "smile=1.5",
                          "--paste-back", "--steps", "7", "--metrics", str(tmp_path / "m.json"),
                          "--motion", "relative", "--smoothing", "-1", "--opening-weight", "4", "--latent-sigma", "1",
-                         "--init", "mixed", "--opening-range", "2", "--address", gw.address)
+                         "--init", "mixed", "--opening-range", "2", "--mouth-starts", "1", "--address", gw.address)
     assert code == 0, err
     assert f"wrote {out_mp4}" in out and "reenactment re-1" in out and "4 frames (0 without face)" in out
     assert "reenact 1/4 frames" in err and "100% reenact 4 frames in 0.5s" in err
     h = gw.servicer.reenact_headers[-1]
     assert (h.edits[0].semantic, h.edits[0].strength, h.paste_back, h.steps) == ("smile", 1.5, True, 7)
     assert (h.motion, h.smoothing_sigma, h.opening_weight, h.latent_sigma) == ("relative", -1.0, 4.0, 1.0)
-    assert (h.init, h.opening_range) == ("mixed", 2.0)
+    assert (h.init, h.opening_range, h.mouth_starts) == ("mixed", 2.0, 1.0)
     frames, _ = decode_video(out_mp4)
     assert frames.shape[0] == 4
     metrics = json.loads((tmp_path / "m.json").read_text())

@@ -6,7 +6,7 @@ from typing import ClassVar as _ClassVar, Mapping as _Mapping, Optional as _Opti
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class OptimizerOptions(_message.Message):
-    __slots__ = ("first_frame_steps", "steps", "learning_rate", "tolerance", "keypoint_weight", "mouth_weight", "eye_weight", "window", "beta", "keypoint_subset", "keypoint_sigma", "seed", "init", "delta_lr_scale", "lr_final", "motion", "opening_weight", "latent_sigma", "opening_range")
+    __slots__ = ("first_frame_steps", "steps", "learning_rate", "tolerance", "keypoint_weight", "mouth_weight", "eye_weight", "window", "beta", "keypoint_subset", "keypoint_sigma", "seed", "init", "delta_lr_scale", "lr_final", "motion", "opening_weight", "latent_sigma", "opening_range", "mouth_starts")
     FIRST_FRAME_STEPS_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,7 @@ class OptimizerOptions(_message.Message):
     OPENING_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     LATENT_SIGMA_FIELD_NUMBER: _ClassVar[int]
     OPENING_RANGE_FIELD_NUMBER: _ClassVar[int]
+    MOUTH_STARTS_FIELD_NUMBER: _ClassVar[int]
     first_frame_steps: int
     steps: int
     learning_rate: float
@@ -45,7 +46,8 @@ class OptimizerOptions(_message.Message):
     opening_weight: float
     latent_sigma: float
     opening_range: float
-    def __init__(self, first_frame_steps: _Optional[int] = ..., steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., tolerance: _Optional[float] = ..., keypoint_weight: _Optional[float] = ..., mouth_weight: _Optional[float] = ..., eye_weight: _Optional[float] = ..., window: _Optional[int] = ..., beta: _Optional[float] = ..., keypoint_subset: _Optional[str] = ..., keypoint_sigma: _Optional[float] = ..., seed: _Optional[int] = ..., init: _Optional[str] = ..., delta_lr_scale: _Optional[float] = ..., lr_final: _Optional[float] = ..., motion: _Optional[str] = ..., opening_weight: _Optional[float] = ..., latent_sigma: _Optional[float] = ..., opening_range: _Optional[float] = ...) -> None: ...
+    mouth_starts: float
+    def __init__(self, first_frame_steps: _Optional[int] = ..., steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., tolerance: _Optional[float] = ..., keypoint_weight: _Optional[float] = ..., mouth_weight: _Optional[float] = ..., eye_weight: _Optional[float] = ..., window: _Optional[int] = ..., beta: _Optional[float] = ..., keypoint_subset: _Optional[str] = ..., keypoint_sigma: _Optional[float] = ..., seed: _Optional[int] = ..., init: _Optional[str] = ..., delta_lr_scale: _Optional[float] = ..., lr_final: _Optional[float] = ..., motion: _Optional[str] = ..., opening_weight: _Optional[float] = ..., latent_sigma: _Optional[float] = ..., opening_range: _Optional[float] = ..., mouth_starts: _Optional[float] = ...) -> None: ...
 
 class OptimizeConfig(_message.Message):
     __slots__ = ("person_id", "person_version", "options")
