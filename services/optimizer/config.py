@@ -42,13 +42,16 @@ class OptimizerConfig(StoreDeviceConfig):
         if self.static_step == "on" and self.compile:
             raise ValueError("static_step=on and compile exclude each other")
 
-    def use_static_step(self, device: str, init: str, steps: int) -> bool:
-        """Whether a stream (its resolved init mode and steps) runs the static step on `device`."""
+    def use_static_step(self, device: str, init: str, steps: int, mouth_starts: float = 0.0) -> bool:
+        """Whether a stream (its resolved init mode, steps and mouth_starts) runs the static step on `device`.
+        "auto" leaves a stream with mouth starts (eager engine only) to the eager engine; "on" keeps it (the
+        service then refuses the stream on config.options.mouth_starts)."""
         if self.static_step == "off" or self.compile or init not in ("regressor", "anchor"):
             return False
         if self.static_step == "on":
             return True
-        return device.startswith("cuda") and init == "regressor" and steps <= STATIC_AUTO_MAX_STEPS
+        return (device.startswith("cuda") and init == "regressor" and steps <= STATIC_AUTO_MAX_STEPS
+                and mouth_starts <= 0)
 
     def resolve_device(self, cuda_available: bool) -> str:
         """'cuda' or 'cpu': auto picks cuda when present; an explicit 'cuda' without a GPU is an error."""

@@ -245,7 +245,7 @@ class OptimizerServicer(optimizer_pb2_grpc.OptimizerServiceServicer):
         person = self.cache.get(cfg.person_id, cfg.person_version)
         extra = {"compile": True} if self.config.compile else {}
         init = ReenactmentOptimizer.resolve_init(options.init, person)
-        if self.config.use_static_step(str(self.device), init, options.steps):
+        if self.config.use_static_step(str(self.device), init, options.steps, options.mouth_starts):
             if options.mouth_starts > 0:  # the engine would refuse it too, on its own field path
                 raise InvalidInputError.for_field(
                     "config.options.mouth_starts", f"{options.mouth_starts:g}: this server runs this stream (init "

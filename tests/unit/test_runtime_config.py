@@ -57,8 +57,10 @@ def test_optimizer_static_step_rule():
     assert not auto.use_static_step("cpu", "regressor", 3)  # auto: CUDA only
     assert not auto.use_static_step("cuda", "anchor", 3)    # auto keeps anchor's long first frame
     assert not auto.use_static_step("cuda", "regressor", STATIC_AUTO_MAX_STEPS + 1)
+    assert not auto.use_static_step("cuda", "regressor", 3, mouth_starts=1.0)  # eager only: auto leaves it
     on = OptimizerConfig(store_url="x", static_step="on")
     assert on.use_static_step("cpu", "anchor", 30) and not on.use_static_step("cpu", "uniform", 3)
+    assert on.use_static_step("cpu", "regressor", 3, mouth_starts=1.0)  # "on" keeps it: the service refuses
     assert not OptimizerConfig(store_url="x", static_step="off").use_static_step("cuda", "regressor", 1)
     assert not OptimizerConfig(store_url="x", compile=True).use_static_step("cuda", "regressor", 1)
     for bad in (dict(static_step="sometimes"), dict(static_step="on", compile=True)):
