@@ -87,12 +87,29 @@ def test_init_modes(person, trained):
         OptimizerOptions(init="nope").validate()
 
 
+def _window_start_of_anchor_frames(opt, person, kp, indices):
+    """The engine's chosen starts (alpha, delta) for a window of anchor keypoint frames, totals(a, d): the
+    total loss of any start on those frames, and their batch."""
+    from reenact.optimize.engine import _Frame
+
+    frames = [_Frame(Target(10 + i, kp[i], 128, None), kp[i] * R / 128, kp[i] * R / 128) for i in indices]
+    batch = opt._batch(frames)
+    alpha, delta = opt._window_start(frames, batch)
+
+    def totals(a, d):
+        point = PPlus(person.anchor_w, person.G.num_ws, batch_size=len(indices))
+        point.set_point(a, d)
+        with torch.no_grad():
+            return opt._terms(point, batch)[0]["total"]
+
+    return alpha, delta, totals, batch
+
+
 @pytest.mark.parametrize("init", ["auto", "mixed"])
 def test_initializer_stream_has_no_long_first_frame_and_starts_from_the_best_candidate(person, trained, init):
     """init 'auto' (-> 'regressor') and 'mixed': the first frame gets `steps` (not first_frame_steps); every
     frame's start is the lowest-loss one of the warm start and the prediction, and with 'mixed' also of the
     frame's own nearest anchor (a frame whose keypoints are an anchor's takes that anchor at least once)."""
-    from reenact.optimize.engine import _Frame
 
     with_init = PersonModel(**{**person.__dict__, "initializer": trained[0]})
     opt = ReenactmentOptimizer(with_init, OptimizerOptions(init=init, first_frame_steps=50, steps=3, window=2,
@@ -104,15 +121,7 @@ def test_initializer_stream_has_no_long_first_frame_and_starts_from_the_best_can
     assert sum(opt.stats.values()) == 4
     assert (opt.stats["anchor_starts"] >= 1) if init == "mixed" else (opt.stats["anchor_starts"] == 0)
 
-    frames = [_Frame(Target(10 + i, kp[i], 128, None), kp[i] * R / 128, kp[i] * R / 128) for i in (4, 5)]
-    batch = opt._batch(frames)
-    alpha, delta = opt._window_start(frames, batch)
-
-    def totals(a, d):
-        point = PPlus(person.anchor_w, person.G.num_ws, batch_size=2)
-        point.set_point(a, d)
-        with torch.no_grad():
-            return opt._terms(point, batch)[0]["total"]
+    alpha, delta, totals, batch = _window_start_of_anchor_frames(opt, person, kp, (4, 5))
 
     prev_a, prev_d = opt._previous
     best = torch.minimum(totals(prev_a.expand(2, -1), prev_d.expand(2, -1, -1)),
@@ -128,7 +137,6 @@ def test_mouth_starts_add_the_warm_start_moved_along_the_mouth_direction(person)
     competes with the other starts; each frame starts from the lowest-loss candidate."""
     from reenact.edit.directions import apply_edits
     from reenact.errors import InvalidInputError
-    from reenact.optimize.engine import _Frame
 
     with pytest.raises(InvalidInputError, match="mouth_starts"):
         OptimizerOptions(mouth_starts=2.0).validate()
@@ -146,15 +154,7 @@ def test_mouth_starts_add_the_warm_start_moved_along_the_mouth_direction(person)
     # frame 0 is the long first frame; frames 1-3 pick one start each
     assert opt.stats["warm_starts"] + opt.stats["anchor_starts"] + opt.stats["mouth_starts"] == 3
 
-    frames = [_Frame(Target(10 + i, kp[i], 128, None), kp[i] * R / 128, kp[i] * R / 128) for i in (4, 5)]
-    batch = opt._batch(frames)
-    alpha, delta = opt._window_start(frames, batch)
-
-    def totals(a, d):
-        point = PPlus(person.anchor_w, person.G.num_ws, batch_size=2)
-        point.set_point(a, d)
-        with torch.no_grad():
-            return opt._terms(point, batch)[0]["total"]
+    alpha, delta, totals, batch = _window_start_of_anchor_frames(opt, person, kp, (4, 5))
 
     prev_a, prev_d = opt._previous
     pd = prev_d.expand(2, -1, -1)
