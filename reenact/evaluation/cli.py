@@ -103,8 +103,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     p.add_argument("a", help="PATH[:METHOD]: a results.json or a scored folder (METHOD optional when it holds one)")
     p.add_argument("b", help="PATH[:METHOD], the same driving frames as A")
     p.add_argument("--metric", action="append", default=None,
-                   help="per-frame metric of results.json (repeatable; default expression_error and "
-                        "expression_error_68)")
+                   help="per-frame metric of results.json, or a correlation with the driver (mouth_open_corr, "
+                        "eye_open_corr, mouth_open_corr_68, eye_open_corr_68: r(driver, A) - r(driver, B)); "
+                        "repeatable; default expression_error and expression_error_68")
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
     p.add_argument("--block", type=int, default=1,

@@ -9,6 +9,12 @@ and counted.
 Consecutive video frames are not independent, so an interval that resamples single frames (block 1) is
 optimistic; `block` > 1 resamples runs of that many consecutive frames (moving-block bootstrap), which
 keeps the autocorrelation inside a block and gives a more honest, wider interval.
+
+Correlation metrics (CORRELATIONS: mouth_open_corr, eye_open_corr and their _68 twins) are not per-frame
+values but one statistic over the video: r(driver, A) - r(driver, B), the two correlations with the
+driver's series computed on the same frames, with the same block bootstrap over those frames (each
+resample recomputes both correlations on the resampled frames; resamples whose series are constant are
+dropped). Higher is better there, so "A lower on" does not apply ('-').
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ import numpy as np
 DEFAULT_METRICS = ("expression_error", "expression_error_68")
 _SAME_DRIVER = ("driving", "max_frames", "driving_frames", "crop_size")
 _CHUNK = 256  # bootstrap resamples drawn at a time (bounds memory on long videos)
+# correlation metric -> the per-frame ratio series it correlates between the driver and the output
+CORRELATIONS = {"mouth_open_corr": "mouth_open", "eye_open_corr": "eye_open",
+                "mouth_open_corr_68": "mouth_open_68", "eye_open_corr_68": "eye_open_68"}
 
 
 @dataclass(frozen=True)
@@ -51,12 +60,7 @@ def paired_difference(a, b, *, metric: str = "", resamples: int = 2000, level: f
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"{metric or 'series'}: the two methods have {a.shape[0] if a.ndim else 0} and "
                          f"{b.shape[0] if b.ndim else 0} frames: not scored on the same driving frames")
-    if not (isinstance(resamples, int) and resamples >= 100):
-        raise ValueError(f"resamples must be an integer >= 100, got {resamples!r}")
-    if not (0 < level < 1):
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
-    if not (isinstance(block, int) and block >= 1):
-        raise ValueError(f"block must be an integer >= 1, got {block!r}")
+    _check(resamples, level, block)
     d = a - b
     keep = np.isfinite(d)
     d = d[keep]
@@ -64,19 +68,69 @@ def paired_difference(a, b, *, metric: str = "", resamples: int = 2000, level: f
     if n == 0:
         raise ValueError(f"{metric or 'series'}: no frame has a value for both methods")
     block = min(block, n)
+    means = np.concatenate([d[idx].mean(axis=1) for idx in _resamples(n, block, resamples, seed)])
+    low, high = _interval(means, level)
+    return PairedDifference(metric=metric, frames=int(n), skipped=int((~keep).sum()), mean=float(d.mean()),
+                            low=low, high=high, lower_fraction=float((d < 0).mean()), level=level, block=block,
+                            resamples=resamples)
+
+
+def paired_correlation_difference(driver, a, b, *, metric: str = "", resamples: int = 2000, level: float = 0.95,
+                                  block: int = 1, seed: int = 0) -> PairedDifference:
+    """r(driver, a) - r(driver, b) over the frames where all three are finite, with a percentile bootstrap
+    interval (the same moving blocks as paired_difference; both correlations on each resample's frames)."""
+    driver, a, b = (np.asarray(x, dtype=float) for x in (driver, a, b))
+    if not (driver.shape == a.shape == b.shape and a.ndim == 1):
+        raise ValueError(f"{metric or 'series'}: the driver and the two methods have {driver.shape}, {a.shape} and "
+                         f"{b.shape} frames: not scored on the same driving frames")
+    _check(resamples, level, block)
+    keep = np.isfinite(driver) & np.isfinite(a) & np.isfinite(b)
+    x, ya, yb = driver[keep], a[keep], b[keep]
+    n = int(keep.sum())
+    if n < 3:
+        raise ValueError(f"{metric or 'series'}: fewer than 3 frames have a value for the driver and both methods")
+    full = _corr(x[None], ya[None])[0] - _corr(x[None], yb[None])[0]
+    if not np.isfinite(full):
+        raise ValueError(f"{metric or 'series'}: a constant series on these frames: no correlation")
+    block = min(block, n)
+    diffs = np.concatenate([_corr(x[idx], ya[idx]) - _corr(x[idx], yb[idx])
+                            for idx in _resamples(n, block, resamples, seed)])
+    low, high = _interval(diffs[np.isfinite(diffs)], level)
+    return PairedDifference(metric=metric, frames=n, skipped=int((~keep).sum()), mean=float(full), low=low,
+                            high=high, lower_fraction=float("nan"), level=level, block=block, resamples=resamples)
+
+
+def _check(resamples, level, block) -> None:
+    if not (isinstance(resamples, int) and resamples >= 100):
+        raise ValueError(f"resamples must be an integer >= 100, got {resamples!r}")
+    if not (0 < level < 1):
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    if not (isinstance(block, int) and block >= 1):
+        raise ValueError(f"block must be an integer >= 1, got {block!r}")
+
+
+def _resamples(n: int, block: int, resamples: int, seed: int):
+    """Index matrices [k, n] of moving-block bootstrap resamples of n frames, _CHUNK resamples at a time."""
     rng = np.random.default_rng(seed)
     per = math.ceil(n / block)
-    means = []
     for start in range(0, resamples, _CHUNK):
         k = min(_CHUNK, resamples - start)
         starts = rng.integers(0, n - block + 1, size=(k, per))
-        idx = (starts[:, :, None] + np.arange(block)).reshape(k, -1)[:, :n]
-        means.append(d[idx].mean(axis=1))
-    means = np.concatenate(means)
+        yield (starts[:, :, None] + np.arange(block)).reshape(k, -1)[:, :n]
+
+
+def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
     tail = (1 - level) / 2 * 100
-    return PairedDifference(metric=metric, frames=int(n), skipped=int((~keep).sum()), mean=float(d.mean()),
-                            low=float(np.percentile(means, tail)), high=float(np.percentile(means, 100 - tail)),
-                            lower_fraction=float((d < 0).mean()), level=level, block=block, resamples=resamples)
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
+def _corr(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Row-wise Pearson correlation of [k, n] arrays (NaN for a constant row)."""
+    x = x - x.mean(axis=1, keepdims=True)
+    y = y - y.mean(axis=1, keepdims=True)
+    den = np.sqrt((x * x).sum(axis=1) * (y * y).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 1e-12, (x * y).sum(axis=1) / den, np.nan)
 
 
 def parse_side(text: str) -> tuple[Path, str | None]:
@@ -143,8 +197,16 @@ def compare_results(ra: dict, ma: str | None, rb: dict, mb: str | None, *, label
                          "a paired comparison needs the same frames")
     ma, fa = _method(ra, pa, ma)
     mb, fb = _method(rb, pb, mb)
-    rows = [paired_difference(_series(fa, m, f"{pa}:{ma}"), _series(fb, m, f"{pb}:{mb}"), metric=m,
-                              resamples=resamples, level=level, block=block, seed=seed) for m in metrics]
+    kw = {"resamples": resamples, "level": level, "block": block, "seed": seed}
+    rows = []
+    for m in metrics:
+        if m in CORRELATIONS:
+            series = CORRELATIONS[m]
+            driver = _series(ra.get("driver", {}).get("per_frame", {}), series, f"{pa}: driver")
+            rows.append(paired_correlation_difference(driver, _series(fa, series, f"{pa}:{ma}"),
+                                                      _series(fb, series, f"{pb}:{mb}"), metric=m, **kw))
+        else:
+            rows.append(paired_difference(_series(fa, m, f"{pa}:{ma}"), _series(fb, m, f"{pb}:{mb}"), metric=m, **kw))
     return {"a": {"results": str(pa), "method": ma}, "b": {"results": str(pb), "method": mb},
             "rows": [asdict(r) | {"excludes_zero": r.excludes_zero} for r in rows]}
 
@@ -158,7 +220,8 @@ def markdown(report: dict) -> str:
     for r in report["rows"]:
         how = f"{100 * r['level']:g} %, {r['resamples']} resamples" + (f", blocks of {r['block']}" if r["block"] > 1
                                                                        else ", frames resampled one by one")
+        lower = "-" if math.isnan(r["lower_fraction"]) else f"{100 * r['lower_fraction']:.0f} %"
         lines.append(f"| {r['metric']} | {r['frames']} ({r['skipped']}) | {r['mean']:+.4f} | "
-                     f"[{r['low']:+.4f}, {r['high']:+.4f}] ({how}) | {100 * r['lower_fraction']:.0f} % | "
+                     f"[{r['low']:+.4f}, {r['high']:+.4f}] ({how}) | {lower} | "
                      f"{'yes' if r['excludes_zero'] else 'no'} |")
     return "\n".join(lines)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from reenact.evaluation.cli import main
-from reenact.evaluation.compare import compare, paired_difference
+from reenact.evaluation.compare import compare, paired_correlation_difference, paired_difference
+from reenact.evaluation.metrics import correlation
 
 DRIVER = {"driving": "drv.mp4", "max_frames": 40, "driving_frames": 40, "crop_size": 128}
 
@@ -115,3 +116,58 @@ def test_the_suite_markdown_pairs_every_method_with_nearest_anchor():
     row = next(line for line in lines if line.startswith("| ours |"))
     assert row == "| ours | -0.1000 [-0.1000, -0.1000], lower on 100 % of 40 frames | - |"  # no dlib values
     assert _paired_lines({**res, "methods": {"ours": res["methods"]["ours"]}}) == []  # no nearest: no table
+
+
+def test_correlation_difference_is_the_difference_of_the_two_correlations_with_the_driver():
+    rng = np.random.default_rng(4)
+    driver = np.sin(np.linspace(0, 12, 300)) + rng.normal(0, 0.1, 300)
+    good = driver + rng.normal(0, 0.2, 300)   # follows the driver
+    poor = driver + rng.normal(0, 2.0, 300)   # mostly noise
+    r = paired_correlation_difference(driver, good, poor, metric="mouth_open_corr")
+    assert r.mean == pytest.approx(correlation(driver, good) - correlation(driver, poor))
+    assert r.mean > 0.3 and r.low > 0 and r.excludes_zero and np.isnan(r.lower_fraction)
+    same = paired_correlation_difference(driver, good, good.copy())
+    assert (same.mean, same.low, same.high) == (0.0, 0.0, 0.0) and not same.excludes_zero
+    # a frame without a value on any side is left out of both correlations
+    holes = good.copy()
+    holes[::10] = np.nan
+    r2 = paired_correlation_difference(driver, holes, poor)
+    keep = np.isfinite(holes)
+    assert (r2.frames, r2.skipped) == (270, 30)
+    assert r2.mean == pytest.approx(correlation(driver[keep], good[keep]) - correlation(driver[keep], poor[keep]))
+    with pytest.raises(ValueError, match="constant"):
+        paired_correlation_difference(driver, np.ones(300), poor)
+    with pytest.raises(ValueError, match="same driving frames"):
+        paired_correlation_difference(driver[:-1], good, poor)
+
+
+def test_one_event_correlation_gain_is_not_significant_with_blocks():
+    """A gain that rests on one event (a single opening both follow, B flat elsewhere): frame-by-frame
+    resampling calls it certain, blocks that can leave the event out do not."""
+    rng = np.random.default_rng(5)
+    t = np.arange(96)
+    driver = 0.1 + 0.5 * np.exp(-0.5 * ((t - 60) / 3.0) ** 2) + rng.normal(0, 0.02, 96)
+    a = 0.2 + 0.15 * np.exp(-0.5 * ((t - 60) / 3.0) ** 2) + rng.normal(0, 0.02, 96)
+    b = 0.25 + rng.normal(0, 0.02, 96)
+    one = paired_correlation_difference(driver, a, b)
+    eight = paired_correlation_difference(driver, a, b, block=24)
+    assert one.excludes_zero and eight.mean == one.mean
+    assert eight.high - eight.low > one.high - one.low
+
+
+def test_compare_reads_the_driver_series_for_correlation_metrics(tmp_path, capsys):
+    rng = np.random.default_rng(6)
+    drv = list(rng.random(40))
+    doc = {"schema": "reenact.eval/1", "bundle": DRIVER, "driver": {"per_frame": {"mouth_open": drv}},
+           "methods": {"x": {"aggregate": {}, "notes": [],
+                             "per_frame": {"mouth_open": [v + 0.01 * i for i, v in enumerate(drv)]}},
+                       "y": {"aggregate": {}, "notes": [], "per_frame": {"mouth_open": list(rng.random(40))}}}}
+    (tmp_path / "results.json").write_text(json.dumps(doc))
+    report = compare(f"{tmp_path}:x", f"{tmp_path}:y", metrics=("mouth_open_corr",))
+    row = report["rows"][0]
+    x, y = doc["methods"]["x"]["per_frame"]["mouth_open"], doc["methods"]["y"]["per_frame"]["mouth_open"]
+    assert row["mean"] == pytest.approx(correlation(drv, x) - correlation(drv, y))
+    assert main(["compare", f"{tmp_path}:x", f"{tmp_path}:y", "--metric", "mouth_open_corr"]) == 0
+    out = capsys.readouterr().out
+    assert "| mouth_open_corr | 40 (0) |" in out and "| - |" in out
+    assert main(["compare", f"{tmp_path}:x", f"{tmp_path}:y", "--metric", "eye_open_corr"]) == 2  # no eye series
