@@ -147,24 +147,28 @@ PAIRED_BLOCK = 8  # consecutive frames per bootstrap block of the suite's paired
 
 
 def _paired_lines(res: dict) -> list[str]:
-    """Each other method vs nearest anchor, paired per frame on the expression errors (reenact eval compare,
-    blocks of PAIRED_BLOCK frames); a metric without paired values (e.g. dlib finds no face) reads '-'."""
+    """Each other method vs nearest anchor, paired per frame on the expression errors and on the
+    mouth-opening correlation with the driver (reenact eval compare, blocks of PAIRED_BLOCK frames); a metric
+    without paired values (e.g. dlib finds no face, a constant series) reads '-'."""
     from reenact.evaluation.compare import DEFAULT_METRICS, compare_results
 
     methods = [m for m in res.get("methods", {}) if m != "nearest"]
     if "nearest" not in res.get("methods", {}) or not methods:
         return []
     block = max(1, min(PAIRED_BLOCK, int(res["driver"]["frames"]) // 2))
-    lines = [f"Paired per-frame expression error vs nearest anchor (method minus nearest; mean, 95 % interval, "
-             f"blocks of {block} frames; `reenact eval compare`):", "",
-             "| method | " + " | ".join(DEFAULT_METRICS) + " |", "|---|" + "---|" * len(DEFAULT_METRICS)]
+    metrics = (*DEFAULT_METRICS, "mouth_open_corr")
+    lines = [f"Paired per-frame expression error and mouth-opening correlation vs nearest anchor (method minus "
+             f"nearest; mean, 95 % interval, blocks of {block} frames; `reenact eval compare`):", "",
+             "| method | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
     for m in methods:
         cells = []
-        for metric in DEFAULT_METRICS:
+        for metric in metrics:
             try:
                 r = compare_results(res, m, res, "nearest", metrics=(metric,), block=block)["rows"][0]
-                cells.append(f"{r['mean']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}], lower on "
-                             f"{100 * r['lower_fraction']:.0f} % of {r['frames']} frames")
+                cell = f"{r['mean']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}]"
+                if metric in DEFAULT_METRICS:
+                    cell += f", lower on {100 * r['lower_fraction']:.0f} % of {r['frames']} frames"
+                cells.append(cell)
             except ValueError:
                 cells.append("-")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")

@@ -55,7 +55,8 @@ def test_suite_writes_both_protocol_tables_and_reports(suite):
     assert "expr err (dlib68)" in md and "mouth r (dlib68)" in md
     for m in METHODS:  # one row per protocol table, and one per paired table (every method but nearest)
         assert md.count(f"| {m} |") == (2 if m == "nearest" else 4)
-    assert md.count("Paired per-frame expression error vs nearest anchor") == 2
+    assert md.count("Paired per-frame expression error and mouth-opening correlation vs nearest anchor") == 2
+    assert md.count("| method | expression_error | expression_error_68 | mouth_open_corr |") == 2
 
 
 def test_results_json_schema(suite):
