@@ -49,8 +49,11 @@ person's scan range [lo, hi] (the anchors' smallest and largest mouth ratio) aro
 
 monotone (the order of openings is kept), slope 1/k at f0, never past the scan's range. The lower lip and
 the chin (LOWER_MOUTH) then move along the 13 -> 14 direction so that Q's ratio is f'; the corners and
-the upper lip keep their motion (a smile stays a smile). On that target k = 2 keeps a correlation of
-0.93 with the driver, k = 1 0.86. Only the points of the "default" and "contours" subsets are moved.
+the upper lip keep their motion (a smile stays a smile). On that target, clipped to the scan's range, k = 2
+keeps a correlation of 0.94 with the driver, k = 1 0.86 (benchmarks/opening_ceiling.py). Measured on an H100
+(docs/RESULTS.md, "fifth session"): k = 2 lifted the outputs' mouth correlation 0.34 -> 0.55, k = 3 lowered it
+to 0.14 (a compressed target pulls less); the optimizer's mouth_starts did more. Only the points of the
+"default" and "contours" subsets are moved.
 Numpy only (runs where the engine runs; no mediapipe).
 """
 
