@@ -114,8 +114,17 @@ def test_the_suite_markdown_pairs_every_method_with_nearest_anchor():
     lines = _paired_lines(res)
     assert "blocks of 8 frames" in lines[0]
     row = next(line for line in lines if line.startswith("| ours |"))
-    assert row == "| ours | -0.1000 [-0.1000, -0.1000], lower on 100 % of 40 frames | - |"  # no dlib values
+    # no dlib values, no mouth-opening series: '-'
+    assert row == "| ours | -0.1000 [-0.1000, -0.1000], lower on 100 % of 40 frames | - | - |"
     assert _paired_lines({**res, "methods": {"ours": res["methods"]["ours"]}}) == []  # no nearest: no table
+    drv = list(np.sin(np.linspace(0, 6, 40)))
+    pf["ours"]["mouth_open"] = drv                                   # follows the driver: r 1
+    pf["nearest"]["mouth_open"] = list(np.cos(np.linspace(0, 6, 40)))  # does not
+    with_mouth = {**res, "driver": {"frames": 40, "per_frame": {"mouth_open": drv}}}
+    row = next(line for line in _paired_lines(with_mouth) if line.startswith("| ours |"))
+    gain = 1.0 - correlation(drv, pf["nearest"]["mouth_open"])
+    cell = row.split("|")[-2].strip()  # the mouth_open_corr column: r(driver, ours) - r(driver, nearest) [interval]
+    assert cell.startswith(f"{gain:+.4f} [") and "lower on" not in cell
 
 
 def test_correlation_difference_is_the_difference_of_the_two_correlations_with_the_driver():
