@@ -167,3 +167,51 @@ def test_mouth_starts_add_the_warm_start_moved_along_the_mouth_direction(person)
         candidates.append(totals(moved.expand(2, -1), pd))
     best = torch.stack(candidates).amin(0)
     assert torch.allclose(totals(alpha, delta), best, rtol=1e-4, atol=1e-5)
+
+
+def test_mouth_aim_adds_the_warm_start_moved_by_the_strength_that_closes_the_mouth_gap(person):
+    """mouth_aim: one more candidate per frame, the warm start moved along the mouth direction by (target's
+    mouth ratio - the warm start's measured one) / the direction's change per unit strength. A target with
+    the warm start's own opening aims nowhere; a wider one aims along +gamma, a narrower one along -gamma,
+    further for a larger gap; the chosen start is still the lowest-loss candidate."""
+    from reenact.edit.directions import apply_edits
+    from reenact.errors import InvalidInputError
+    from reenact.optimize.engine import _Batch, _render_measure
+    from reenact.optimize.retarget import expression_features, set_mouth_ratio
+
+    with pytest.raises(InvalidInputError, match="mouth_aim.*mouth_starts"):
+        OptimizerOptions(mouth_aim=True).validate()
+    with pytest.raises(InvalidInputError, match="mouth_aim"):
+        OptimizerOptions(mouth_starts=1.0, mouth_aim=1).validate()
+    opt = ReenactmentOptimizer(person, OptimizerOptions(init="anchor", mouth_starts=1.0, mouth_aim=True,
+                                                        first_frame_steps=3, steps=3, window=2,
+                                                        keypoint_sigma=0.0, tolerance=0.0))
+    kp = person.anchor_points.numpy() * (128 / R)
+    results = [r for i in range(4) for r in opt.push(Target(i, kp[i], 128, None))] + opt.flush()
+    assert [r.index for r in results] == [0, 1, 2, 3]
+    assert sum(opt.stats.values()) == 3  # frames 1-3 pick one start each (frame 0: the long first frame)
+
+    prev_a, prev_d = opt._previous
+    point = PPlus(person.anchor_w, person.G.num_ws, batch_size=1)
+    point.set_point(prev_a[None], prev_d[None])
+    with torch.no_grad():
+        warm_kp = _render_measure(person.G, opt.net, opt.affine, point.ws(), False)[1][0].numpy()
+    warm = float(expression_features(warm_kp)[0])
+    gamma, unit = opt.mouth_direction.gamma, opt.mouth_direction.unit_change
+    gaps = (0.1 * unit, 0.2 * unit, -0.1 * unit, 10 * unit)  # strengths 0.1, 0.2, -0.1 and 10 (clipped to 3)
+    targets = np.stack([warm_kp] + [set_mouth_ratio(warm_kp, warm + g) for g in gaps])
+    aimed = opt._aimed_starts(prev_a, prev_d, _Batch(torch.from_numpy(targets).float()))
+    steps = [float((a - prev_a) @ gamma) for a in aimed]
+    assert abs(steps[0]) < 1e-5 and 0 < steps[1] < steps[2] and steps[3] < 0, steps
+    for row, theta in ((1, 0.1), (2, 0.2), (3, -0.1), (4, 3.0)):
+        assert torch.allclose(aimed[row], apply_edits(prev_a, prev_d, [(opt.mouth_direction, theta)]), atol=1e-4)
+
+    alpha, delta, totals, batch = _window_start_of_anchor_frames(opt, person, kp, (4, 5))
+    pd = prev_d.expand(2, -1, -1)
+    candidates = [totals(prev_a.expand(2, -1), pd),
+                  totals(init_alpha(person.anchor_w.shape[0], index=torch.tensor([4, 5]), batch_size=2),
+                         torch.zeros_like(delta)),
+                  totals(opt._aimed_starts(prev_a, prev_d, batch), pd)]
+    for theta in (-2.0, -1.0, 1.0, 2.0):
+        candidates.append(totals(apply_edits(prev_a, prev_d, [(opt.mouth_direction, theta)]).expand(2, -1), pd))
+    assert torch.allclose(totals(alpha, delta), torch.stack(candidates).amin(0), rtol=1e-4, atol=1e-5)
