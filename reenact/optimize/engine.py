@@ -101,10 +101,6 @@ class OptimizerOptions:
     # unit strengths: one standard deviation of the anchors' mouth ratio) along the person's mouth-opening
     # direction (reenact.edit.directions); the loss picks, as for the other starts. 0 = off.
     mouth_starts: float = 0.0
-    # mouth_starts > 0 only: one more candidate per frame, the warm start moved along the same direction by the
-    # strength the direction's fit predicts closes the gap between the warm start's mouth ratio (measured on
-    # one render) and the frame target's (clipped to +-2 MAX_MOUTH_STEP). False = off.
-    mouth_aim: bool = False
 
     def override(self, **kw) -> OptimizerOptions:
         """A copy with the given fields; 0 / empty values mean 'unset' (proto defaults) and are ignored."""
@@ -153,10 +149,6 @@ class OptimizerOptions:
             range_ok = "needs motion 'relative' (the scan's range is mapped around the person's reference)"
         yield "opening_range", range_ok
         yield "mouth_starts", real(self.mouth_starts, 0.0, MAX_MOUTH_STEP)
-        aim_ok = "" if isinstance(self.mouth_aim, bool) else f"must be a boolean, got {self.mouth_aim!r}"
-        if not aim_ok and self.mouth_aim and not self.mouth_starts > 0:
-            aim_ok = "needs mouth_starts > 0 (the aimed start moves along the mouth starts' direction)"
-        yield "mouth_aim", aim_ok
 
 
 @dataclass
@@ -258,8 +250,7 @@ class ReenactmentOptimizer:
         self._previous: tuple[torch.Tensor, torch.Tensor] | None = None  # (alpha [N], delta [num_ws, N])
         self._last_result: FrameResult | None = None
         self.init = self.resolve_init(options.init, person)
-        self.stats = {"anchor_starts": 0, "warm_starts": 0, "regressor_starts": 0, "mouth_starts": 0,
-                      "mouth_aims": 0}
+        self.stats = {"anchor_starts": 0, "warm_starts": 0, "regressor_starts": 0, "mouth_starts": 0}
         self.mouth_direction = self._mouth_direction() if options.mouth_starts > 0 else None
         self.trace: list[list[dict]] | None = None  # set to [] to record each window's mean terms per step
         # compile: the forward of a step (W+ -> image -> keypoints) under torch.compile (fewer, fused kernels:
@@ -439,10 +430,6 @@ class ReenactmentOptimizer:
                                         beta=self.options.beta)
                     alphas.append(moved.expand(b, -1).clone())
                     deltas.append(prev_delta.expand(b, -1, -1).clone())
-                if self.options.mouth_aim:
-                    names.append("mouth_aims")
-                    alphas.append(self._aimed_starts(prev_alpha, prev_delta, batch))
-                    deltas.append(prev_delta.expand(b, -1, -1).clone())
             if self.init not in PREDICTED_STARTS + ANCHOR_STARTS and len(alphas) == 1:
                 return alphas[0], deltas[0]
         points = np.stack([f.smoothed for f in frames])
@@ -469,27 +456,6 @@ class ReenactmentOptimizer:
         alpha = torch.stack(alphas)[choice, rows]
         delta = torch.stack(deltas)[choice, rows]
         return alpha, delta
-
-    def _aimed_starts(self, alpha: torch.Tensor, delta: torch.Tensor, batch: _Batch) -> torch.Tensor:
-        """mouth_aim: per frame of the window [B, N], the warm start (alpha [N], delta [num_ws, N]) moved along
-        the mouth direction by theta = (target's mouth ratio - the warm start's) / the direction's predicted
-        change per unit strength, theta clipped to +-2 MAX_MOUTH_STEP. The warm start's ratio is measured:
-        one render through the differentiable landmark network (the same points the keypoint loss sees)."""
-        from reenact.edit.directions import apply_edits
-
-        from .retarget import expression_features
-
-        point = pp.PPlus(self.anchors, self.num_ws, batch_size=1, beta=self.options.beta)
-        point.set_point(alpha.reshape(1, -1), delta.reshape(1, *delta.shape[-2:]))
-        _, kp = _render_measure(self.person.G, self.net, self.affine, point.ws(), self.bf16)
-        warm = float(expression_features(kp[0].detach().float().cpu().numpy())[0])
-        wanted = expression_features(batch.targets.detach().float().cpu().numpy())[:, 0]
-        d, bound = self.mouth_direction, 2 * MAX_MOUTH_STEP
-        moved = []
-        for f in wanted:
-            theta = float(np.clip((float(f) - warm) / d.unit_change, -bound, bound))
-            moved.append(apply_edits(alpha, delta, [(d, theta)], beta=self.options.beta).reshape(-1))
-        return torch.stack(moved)
 
     def _repeat(self, index: int) -> FrameResult:
         """A frame without a face: the previous latent (or the P+ centre before any face), steps 0."""
