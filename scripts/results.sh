@@ -6,6 +6,8 @@
 #   bash scripts/results.sh gpu-produce    # GPU machine: enrollment + the methods (torch only)
 #   bash scripts/results.sh gpu-opening    # GPU machine, optional: the opening_weight experiment
 #   bash scripts/results.sh gpu-variants   # GPU machine, optional: opening_weight x latent_sigma variants
+#   bash scripts/results.sh gpu-enrollments # GPU machine, optional: ENROLLMENTS fresh enrollments x VARIANTS
+#   bash scripts/results.sh baselines      # any machine, CPU: nearest + warp on $OUT's bundles, no enrollment
 # FRAMES (default 24) sets the driving frames per protocol of the gpu-* modes (the 96-frame cross run of
 # docs/RESULTS.md: FRAMES=96 OUT=runs/results-gpu96). FRAMES_FORMAT=jpg stores the gpu-* outputs as JPEG
 # quality 95 (~8x smaller to copy back to the CPU machine; default npz, lossless).
@@ -54,8 +56,39 @@ case "$what" in
           --methods "$vmethods" --store "$store" --person person --frames-format "${FRAMES_FORMAT:-npz}" "${sets[@]}"
       done
     done ;;
+  gpu-enrollments)
+    # The enrollment moves mouth r more than the options (docs/RESULTS.md): ENROLLMENTS (default 3) fresh
+    # enrollments of the same scan, each from $OUT/self/bundle.npz into $OUT/enroll<i>/self (ours-relative on
+    # the self protocol with the first variant's options), then every variant on PROTOCOLS (default cross):
+    # $OUT/enroll<i>/<protocol>-<name>. VARIANTS as for gpu-variants, default: M and M + mouth_starts 1.
+    OUT=${OUT:-runs/results-gpu}
+    m=opening_weight=4,latent_sigma=2,init=mixed
+    for i in $(seq 1 "${ENROLLMENTS:-3}"); do
+      e="$OUT/enroll$i"; first=1
+      for v in ${VARIANTS:-"M:$m" "ms1:$m,mouth_starts=1"}; do
+        name=${v%%:*}; sets=(); IFS=, read -ra kvs <<< "${v#*:}"
+        for kv in "${kvs[@]}"; do sets+=(--ours-set "$kv"); done
+        if [ $first = 1 ]; then  # enrolls (no --store): the self protocol with this variant
+          "$PY" -m reenact.evaluation produce "$OUT/self/bundle.npz" --out "$e/self" --device cuda --profile gpu \
+            --methods ours-relative --frames-format "${FRAMES_FORMAT:-npz}" "${sets[@]}"
+          first=0
+        fi
+        for p in ${PROTOCOLS:-cross}; do
+          "$PY" -m reenact.evaluation produce "$OUT/$p/bundle.npz" --out "$e/$p-$name" --device cuda --profile gpu \
+            --methods ours-relative --store "file://$(cd "$e/self" && pwd)/store" --person person \
+            --frames-format "${FRAMES_FORMAT:-npz}" "${sets[@]}"
+        done
+      done
+    done ;;
+  baselines)
+    # nearest + warp need no generator: on the bundles' self-scan, no enrollment, CPU seconds ($OUT/<protocol>-baselines)
+    OUT=${OUT:-runs/results-gpu}
+    for p in ${PROTOCOLS:-self cross}; do
+      "$PY" -m reenact.evaluation produce "$OUT/$p/bundle.npz" --out "$OUT/$p-baselines" --methods nearest,warp
+      "$PY" -m reenact.evaluation score "$OUT/$p-baselines"
+    done ;;
   gpu-score)
     OUT=${OUT:-runs/results-gpu}
     suite --out "$OUT" --phase score --profile gpu --frames "${FRAMES:-24}" --crop-size 256 ;;
-  *) echo "usage: $0 cpu|gpu-prepare|gpu-produce|gpu-opening|gpu-variants|gpu-score" >&2; exit 2 ;;
+  *) echo "usage: $0 cpu|gpu-prepare|gpu-produce|gpu-opening|gpu-variants|gpu-enrollments|baselines|gpu-score" >&2; exit 2 ;;
 esac

@@ -63,7 +63,8 @@ def _add_produce_args(p) -> None:
     p.add_argument("--methods", type=_methods, default=["nearest", "warp", "paper", "ours"],
                    help="comma-separated subset of nearest,warp,paper,ours,ours-relative (default: the first "
                    "four; ours-relative = ours with the engine option motion=relative)")
-    p.add_argument("--store", default=None, help="artifact store URL of an enrolled person")
+    p.add_argument("--store", default=None, help="artifact store URL of an enrolled person (without it: enrolls the "
+                   "bundle's scan, except for --methods nearest,warp alone, which use the scan with no generator)")
     p.add_argument("--person", default=None, help="person id in --store")
     p.add_argument("--profile", default="cpu-quick", help="enrollment profile for --scan (cpu-quick, gpu)")
     p.add_argument("--profile-set", type=_kv, action="append", default=[], metavar="FIELD=VALUE",

@@ -22,6 +22,11 @@ driving frame without a face repeats the previous output, and counts):
   keypoint smoothing, early stop), streaming.
 - ours-relative: the same with motion="relative" (reenact.optimize.retarget: the person's own keypoints
   moved by the driver's motion since its first face frame, per facial part). Not in the default methods.
+
+nearest and warp need no generator: asked for alone, without a stored person, they run on the bundle's
+self-scan (`scan_anchors`: every usable scan frame is a candidate of nearest, the usable frames being
+those the enrollment selects its anchors from) in seconds on a CPU, with no enrollment; any length of
+driver. With a stored person (or next to the optimizing methods) nearest uses that person's anchors.
 """
 
 from __future__ import annotations
@@ -140,6 +145,34 @@ def load_person(store_url: str, person_id: str, device: str, version: int | None
     frames = anchors.get("anchor_frames")
     frames = np.full(len(model.anchor_w), -1) if frames is None else np.asarray(frames)
     return LoadedPerson(model, frames, float("nan"), f"{store_url} {person_id} v{model.version}")
+
+
+@dataclasses.dataclass
+class ScanAnchors:
+    """The part of a person the generator-free baselines (nearest, warp) read: the aligned scan's
+    resolution and the keypoints of the candidate frames [N, 478, 3] at that resolution."""
+
+    resolution: int
+    anchor_points: torch.Tensor
+
+
+def scan_anchors(bundle: Bundle) -> LoadedPerson:
+    """A person for nearest and warp only, from the bundle's self-scan: every usable scan frame (a face and
+    not blurred: reenact.enroll.select.quality_mask, as the enrollment filters its anchor candidates) is a
+    nearest candidate. ValueError when the bundle has no scan or no usable frame."""
+    from reenact.enroll import select
+
+    aligned = bundle.aligned_scan()
+    if aligned is None:
+        raise ValueError("nearest and warp without a stored person need the bundle's self-scan (prepare the "
+                         "bundle with --scan), or pass --store and --person")
+    usable = np.flatnonzero(select.quality_mask(aligned.crops, aligned.has_face))
+    if not len(usable):
+        raise ValueError("the bundle's self-scan has no usable frame (no face, or every frame blurred)")
+    points = torch.from_numpy(np.asarray(aligned.points[usable], np.float32))
+    model = ScanAnchors(int(aligned.crops.shape[1]), points)
+    return LoadedPerson(model, usable.astype(np.int64), float("nan"),
+                        f"the bundle's self-scan, {len(usable)} usable frames (no generator)")
 
 
 # --------------------------------------------------------------------------------------------- targets
@@ -399,26 +432,41 @@ def _ours_options(methods, ours_overrides):
     return ours, relative
 
 
-def _produce(bundle, bundle_path, out_dir, methods, device, store, person_id, profile, profile_overrides,
-             paper_steps, ours_overrides, enroll_seconds, frames_format, log) -> dict:
-    ours_options, relative_options = _ours_options(methods, ours_overrides)
+def _person(bundle, out_dir, methods, device, store, person_id, profile, profile_overrides, enroll_seconds,
+            log) -> LoadedPerson:
+    """The stored person (--store, --person); else, for nearest/warp alone, the bundle's scan (no generator);
+    else a person enrolled here from the bundle's scan."""
     if store and person_id:
         person = load_person(store, person_id, device)
         if enroll_seconds is not None:  # enrolled earlier by the caller (suite: once for both protocols)
             person.enroll_seconds = enroll_seconds
-    else:
-        log(f"enrolling the bundle's self-scan ({profile}) on {device} ...")
-        person = enroll_from_bundle(bundle, out_dir, profile, profile_overrides or {}, device)
-        log(f"  enrolled in {person.enroll_seconds:.1f} s")
-    if "identity_refs" not in bundle:  # no scan: the anchors' renders are the identity references
-        m = person.model
-        ws = m.anchor_w[:16, None, :].expand(-1, m.G.num_ws, -1).cpu().numpy()
-        np.savez_compressed(out_dir / "identity_refs.npz", frames=render(m.G, ws, device))
-    net = bundle.landmark_net(device)
-    warm_up(bundle, person, device, net)
+        return person
+    if set(methods) <= {"nearest", "warp"}:
+        person = scan_anchors(bundle)
+        log(f"nearest/warp on {person.source}: no enrollment")
+        return person
+    log(f"enrolling the bundle's self-scan ({profile}) on {device} ...")
+    person = enroll_from_bundle(bundle, out_dir, profile, profile_overrides or {}, device)
+    log(f"  enrolled in {person.enroll_seconds:.1f} s")
+    return person
+
+
+def _produce(bundle, bundle_path, out_dir, methods, device, store, person_id, profile, profile_overrides,
+             paper_steps, ours_overrides, enroll_seconds, frames_format, log) -> dict:
+    ours_options, relative_options = _ours_options(methods, ours_overrides)
+    person = _person(bundle, out_dir, methods, device, store, person_id, profile, profile_overrides,
+                     enroll_seconds, log)
+    net = None
+    if not isinstance(person.model, ScanAnchors):
+        if "identity_refs" not in bundle:  # no scan: the anchors' renders are the identity references
+            m = person.model
+            ws = m.anchor_w[:16, None, :].expand(-1, m.G.num_ws, -1).cpu().numpy()
+            np.savez_compressed(out_dir / "identity_refs.npz", frames=render(m.G, ws, device))
+        net = bundle.landmark_net(device)
+        warm_up(bundle, person, device, net)
     info: dict = {"bundle": str(Path(bundle_path).resolve()), "device": device, "device_name": device_name(device),
                   "person": person.source, "resolution": person.model.resolution,
-                  "num_anchors": int(len(person.model.anchor_w)), "enroll_seconds": person.enroll_seconds,
+                  "num_anchors": int(len(person.model.anchor_points)), "enroll_seconds": person.enroll_seconds,
                   "scan_align_seconds": bundle.meta.get("scan_align_seconds"), "frames": bundle.num_frames,
                   "torch": torch.__version__, "methods": {}}
     for name in methods:

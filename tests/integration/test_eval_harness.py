@@ -229,3 +229,45 @@ def test_produce_relative_only_options_reach_ours_relative_and_are_refused_for_o
     err = capsys.readouterr().err
     assert "method ours" in err and "options.opening_range" in err and "relative" in err
     assert not (bad / "ours.npz").exists() and not (bad / "produce.json").exists()
+
+
+def test_generator_free_baselines_need_no_enrollment(suite, tmp_path, capsys):
+    """`eval produce --methods nearest,warp` without a stored person runs on the bundle's self-scan alone (no
+    enrollment, no generator): nearest returns, per frame, the usable scan frame whose keypoints are closest
+    (the optimizer's keypoint loss); the warp is the same as next to an enrolled person. A bundle without a
+    scan is refused with a clear error."""
+    import torch
+
+    from reenact.enroll.select import quality_mask
+    from reenact.evaluation.bundle import Bundle
+    from reenact.optimize import get_subset, losses
+
+    bundle_path = suite / "cross" / "bundle.npz"
+    out = tmp_path / "baselines"
+    assert cli_main(["eval", "produce", str(bundle_path), "--out", str(out), "--methods", "nearest,warp"]) == 0
+    info = json.loads((out / "produce.json").read_text())
+    assert "no generator" in info["person"] and not (out / "store").exists()
+    assert set(info["methods"]) == {"nearest", "warp"}
+    b = Bundle(bundle_path)
+    usable = np.flatnonzero(quality_mask(b["scan_crops"], b["scan_has_face"]))
+    assert info["num_anchors"] == len(usable) > 0
+    near = np.load(out / "nearest.npz")
+    r = b["scan_crops"].shape[1]
+    anchors = torch.from_numpy(b["scan_points"][usable].astype(np.float32))
+    for i, kp in enumerate(b["drv_keypoints"]):
+        if not b["drv_has_face"][i]:
+            continue
+        t = torch.from_numpy(kp.astype(np.float32) * (r / b.crop_size)).expand_as(anchors)
+        best = int(losses.keypoint_loss(anchors, t, get_subset("default")).argmin())
+        assert near["anchor"][i] == best
+        assert np.array_equal(near["frames"][i], b["scan_crops"][usable[best]])
+    assert np.array_equal(np.load(out / "warp.npz")["frames"], np.load(suite / "cross" / "warp.npz")["frames"])
+    assert cli_main(["eval", "score", str(out)]) == 0
+    assert set(json.loads((out / "results.json").read_text())["methods"]) == {"nearest", "warp"}
+
+    no_scan = tmp_path / "no_scan.npz"
+    with np.load(bundle_path) as z:
+        np.savez(no_scan, **{k: z[k] for k in z.files if not k.startswith("scan_")})
+    capsys.readouterr()
+    assert cli_main(["eval", "produce", str(no_scan), "--out", str(tmp_path / "x"), "--methods", "nearest"]) == 2
+    assert "self-scan" in capsys.readouterr().err and not (tmp_path / "x" / "nearest.npz").exists()
