@@ -11,6 +11,8 @@
 # FRAMES (default 24) sets the driving frames per protocol of the gpu-* modes (the 96-frame cross run of
 # docs/RESULTS.md: FRAMES=96 OUT=runs/results-gpu96). FRAMES_FORMAT=jpg stores the gpu-* outputs as JPEG
 # quality 95 (~8x smaller to copy back to the CPU machine; default npz, lossless).
+# JAW_DROP (gpu-prepare) renders the fixture person with a wider jaw opening (reenact.fixtures: default 0.16;
+# 0.24 gives a scan whose mouth ratio reaches ~0.53 instead of ~0.41, docs/RESULTS.md "sixth session").
 #   bash scripts/results.sh gpu-score      # CPU machine: metrics, results.md, report.html (MediaPipe, dlib)
 # Output: $OUT (default runs/results-<profile>)/results.md, {self,cross}/results.json and report.html.
 set -euo pipefail
@@ -27,7 +29,8 @@ case "$what" in
     suite --out "$OUT" --profile cpu-quick --device cpu --frames 30 --crop-size 128 --paper-steps 100 --methods "$METHODS" ;;
   gpu-prepare)
     OUT=${OUT:-runs/results-gpu}
-    suite --out "$OUT" --phase prepare --profile gpu --frames "${FRAMES:-24}" --crop-size 256 ;;
+    suite --out "$OUT" --phase prepare --profile gpu --frames "${FRAMES:-24}" --crop-size 256 \
+      ${JAW_DROP:+--fixture-jaw-drop "$JAW_DROP"} ;;
   gpu-produce)
     # Needs torch (CUDA), numpy, opencv and this repository; the MobileNetV2 weights of the perceptual
     # distance ($REENACT_WEIGHTS_DIR or .cache/weights, from `python -m reenact.perceptual --fetch`).

@@ -34,6 +34,9 @@ def add_suite_args(p) -> None:
     p.add_argument("--cross-driving", default=None, help="driving video of another person (default: carphone)")
     p.add_argument("--scan-frames", type=int, default=90)
     p.add_argument("--scan-size", type=int, default=256)
+    p.add_argument("--fixture-jaw-drop", type=float, default=None,
+                   help="fixture person's jaw drop at a full mouth opening, in face widths (default "
+                        "reenact.fixtures' 0.16; larger: a scan that shows wider openings, up to 0.5)")
     p.add_argument("--frames", type=int, default=30, help="driving frames per protocol")
     p.add_argument("--crop-size", type=int, default=128)
     p.add_argument("--profile", default="cpu-quick")
@@ -50,22 +53,36 @@ def _fixture_videos(out: Path, ns) -> dict:
     """Render the self-scan fixture and the held-out driving fixture (with ground truth) when not given."""
     from reenact.fixtures import load_face, make_schedule, render_selfscan, write_selfscan
 
+    from reenact.fixtures.selfscan import JAW_DROP
+
+    jaw = JAW_DROP if getattr(ns, "fixture_jaw_drop", None) is None else float(ns.fixture_jaw_drop)
     paths = {}
     if not ns.scan:
         scan = out / "fixture" / "scan" / "selfscan.mp4"
-        if not scan.exists():
+        if not _fixture_current(scan, jaw):
             frames, truth = render_selfscan(load_face("astronaut"), make_schedule(ns.scan_frames, seed=0),
-                                            size=ns.scan_size, source="astronaut")
+                                            size=ns.scan_size, source="astronaut", jaw_drop=jaw)
             write_selfscan(scan, frames, fps=30, ground_truth=truth)
         paths["scan"] = str(scan)
     if not ns.self_driving:
         drv = out / "fixture" / "heldout" / "driving.mp4"
-        if not drv.exists():
+        if not _fixture_current(drv, jaw):
             frames, truth = render_selfscan(load_face("astronaut"), make_schedule(ns.frames, seed=3, held_out=True),
-                                            size=ns.scan_size, source="astronaut")
+                                            size=ns.scan_size, source="astronaut", jaw_drop=jaw)
             write_selfscan(drv, frames, fps=30, ground_truth=truth)
         paths["self_driving"], paths["self_ground_truth"] = str(drv), str(drv.parent / "ground_truth.json")
     return paths
+
+
+def _fixture_current(video: Path, jaw_drop: float) -> bool:
+    """Whether a fixture video rendered earlier can be reused: it exists, and its ground truth records the same
+    jaw drop (fixtures written before the jaw drop was recorded used the default)."""
+    from reenact.fixtures.selfscan import JAW_DROP
+
+    truth = video.parent / "ground_truth.json"
+    if not video.exists() or not truth.exists():
+        return False
+    return abs(float(json.loads(truth.read_text()).get("jaw_drop", JAW_DROP)) - jaw_drop) < 1e-9
 
 
 def run_suite(ns) -> dict:

@@ -271,3 +271,26 @@ def test_generator_free_baselines_need_no_enrollment(suite, tmp_path, capsys):
     capsys.readouterr()
     assert cli_main(["eval", "produce", str(no_scan), "--out", str(tmp_path / "x"), "--methods", "nearest"]) == 2
     assert "self-scan" in capsys.readouterr().err and not (tmp_path / "x" / "nearest.npz").exists()
+
+
+def test_suite_fixture_jaw_drop_rerenders_only_when_it_changes(tmp_path):
+    """`eval suite --fixture-jaw-drop J`: the fixture scan and held-out driver are rendered with that jaw
+    drop (recorded in their ground truth); a second run with the same J reuses them, another J re-renders."""
+    import argparse
+
+    from reenact.evaluation.suite import _fixture_videos
+    from reenact.fixtures.selfscan import JAW_DROP
+
+    def run(jaw):
+        ns = argparse.Namespace(scan=None, self_driving=None, scan_frames=4, frames=3, scan_size=128,
+                                fixture_jaw_drop=jaw)
+        paths = _fixture_videos(tmp_path, ns)
+        truth = json.loads((Path(paths["scan"]).parent / "ground_truth.json").read_text())
+        drv = json.loads(Path(paths["self_ground_truth"]).read_text())
+        return truth["jaw_drop"], drv["jaw_drop"], Path(paths["scan"]).stat().st_mtime_ns
+
+    default = run(None)
+    assert default[:2] == (JAW_DROP, JAW_DROP)
+    wide = run(0.24)
+    assert wide[:2] == (0.24, 0.24) and wide[2] != default[2]
+    assert run(0.24)[2] == wide[2]

@@ -273,3 +273,25 @@ def test_cli(tmp_path, capsys):
     assert data["width"] == data["height"] == 128 and data["num_frames"] == 6
     with av.open(str(tmp_path / "selfscan.mp4")) as container:
         assert sum(1 for _ in container.decode(video=0)) == 6
+
+
+def test_jaw_drop_widens_the_opening_and_mediapipe_sees_it(face_mesh):
+    """A rig with a larger jaw_drop opens the mouth further (ground truth: the opening beyond rest scales
+    with it; MediaPipe: a clearly wider ratio at 0.24 than at the default 0.16, frontal and pitched), leaves
+    the rest frame unchanged, and is recorded in the ground truth; bad values are refused. (Past about 0.25
+    MediaPipe's mesh starts to lose these synthetic openings: see SelfScanRig.)"""
+    photo = ss.load_face("astronaut")
+    default, wide = ss.SelfScanRig(photo, SIZE), ss.SelfScanRig(photo, SIZE, jaw_drop=1.5 * ss.JAW_DROP)
+    assert np.array_equal(default.render(P())[1], wide.render(P())[1])
+    rest = _gap(default.render(P())[1], 13, 14) / _iod(default.render(P())[1])
+    for params in (P(mouth_open=0.7), P(pitch=14.0, mouth_open=0.9)):
+        (_, t0, s0), (_, t1, s1) = _detect(default, params, face_mesh), _detect(wide, params, face_mesh)
+        truth = [_gap(t, 13, 14) / _iod(t) for t in (t0, t1)]
+        seen = [_gap(s, 13, 14) / _iod(s) for s in (s0, s1)]
+        assert 1.4 < (truth[1] - rest) / (truth[0] - rest) < 1.6, (params, truth, rest)
+        assert seen[1] > seen[0] + 0.05, (params, seen)
+    _, truth = ss.render_selfscan(photo, [P(mouth_open=1.0)], size=SIZE, jaw_drop=0.3)
+    assert truth["jaw_drop"] == 0.3
+    for bad in (0.0, -0.1, ss.MAX_JAW_DROP + 0.01, float("nan")):
+        with pytest.raises(ValueError, match="jaw_drop"):
+            ss.SelfScanRig(photo, SIZE, jaw_drop=bad)
