@@ -52,7 +52,6 @@ def add_suite_args(p) -> None:
 def _fixture_videos(out: Path, ns) -> dict:
     """Render the self-scan fixture and the held-out driving fixture (with ground truth) when not given."""
     from reenact.fixtures import load_face, make_schedule, render_selfscan, write_selfscan
-
     from reenact.fixtures.selfscan import JAW_DROP
 
     jaw = JAW_DROP if getattr(ns, "fixture_jaw_drop", None) is None else float(ns.fixture_jaw_drop)
