@@ -271,6 +271,10 @@ def test_cli(tmp_path, capsys):
     data = json.loads((tmp_path / "ground_truth.json").read_text())
     assert "TEST FIXTURE" in data["notice"] and data["schedule"]["kind"] == "held_out"
     assert data["width"] == data["height"] == 128 and data["num_frames"] == 6
+    assert data["jaw_drop"] == ss.JAW_DROP
+    wide = tmp_path / "wide"
+    assert cli_main(["--frames", "2", "--size", "128", "--jaw-drop", "0.24", "--out", str(wide)]) == 0
+    assert json.loads((wide / "ground_truth.json").read_text())["jaw_drop"] == 0.24
     with av.open(str(tmp_path / "selfscan.mp4")) as container:
         assert sum(1 for _ in container.decode(video=0)) == 6
 
