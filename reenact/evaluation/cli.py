@@ -114,6 +114,17 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                         "frame by frame, optimistic for video: neighbouring frames are correlated)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the comparison here")
+    p = sub.add_parser("slice", help="the driving frames [start, end) of a bundle as a bundle of their own "
+                                      "(produce a long driver in pieces; reenact.evaluation.slices)")
+    p.add_argument("bundle")
+    p.add_argument("--start", type=int, required=True)
+    p.add_argument("--end", type=int, required=True, help="first frame NOT in the slice")
+    p.add_argument("-o", "--output", required=True, help="slice bundle .npz to write")
+    p = sub.add_parser("merge", help="join the produce outputs of consecutive slices into one output folder "
+                                      "for score (per-frame methods only: nearest, paper)")
+    p.add_argument("out", help="output folder")
+    p.add_argument("parts", nargs="+", help="produce output folders of the slices (any order)")
+    p.add_argument("--bundle", default=None, help="the full bundle (default: the one the slices name)")
     p = sub.add_parser("suite", help="both protocols (self: held-out fixture frames; cross: another real "
                                       "person) x all methods; writes results.md")
     from reenact.evaluation.suite import add_suite_args
@@ -192,6 +203,18 @@ def run(ns) -> int:
         if ns.json:
             Path(ns.json).write_text(json.dumps(report, indent=1))
             print(f"wrote {ns.json}")
+        return 0
+    if cmd == "slice":
+        from reenact.evaluation.slices import slice_bundle
+
+        print(f"wrote {slice_bundle(ns.bundle, ns.start, ns.end, ns.output)}")
+        return 0
+    if cmd == "merge":
+        from reenact.evaluation.slices import merge
+
+        info = merge(ns.out, ns.parts, bundle=ns.bundle)
+        print(f"wrote {ns.out}/produce.json: {info['frames']} frames of {info['bundle']} "
+              f"({', '.join(info['methods'])})")
         return 0
     if cmd == "suite":
         from reenact.evaluation.suite import run_suite

@@ -294,3 +294,51 @@ def test_suite_fixture_jaw_drop_rerenders_only_when_it_changes(tmp_path):
     wide = run(0.24)
     assert wide[:2] == (0.24, 0.24) and wide[2] != default[2]
     assert run(0.24)[2] == wide[2]
+
+
+def test_slices_of_a_long_driver_merge_into_the_one_run_result(suite, tmp_path, capsys):
+    """`eval slice` + `produce` per slice + `eval merge`: for the per-frame methods (nearest, paper) the
+    merged outputs equal one run over the whole bundle, frame for frame, and score reads them against the
+    full bundle; merge refuses methods that depend on earlier frames, and slices that leave a gap."""
+    from reenact.evaluation import frames as frames_io
+
+    bundle = suite / "cross" / "bundle.npz"
+    store = ["--store", f"file://{(suite / 'self' / 'store').resolve()}", "--person", "person"]
+    run = ["--methods", "nearest,paper", "--paper-steps", "2", *store]
+    whole = tmp_path / "whole"
+    assert cli_main(["eval", "produce", str(bundle), "--out", str(whole), *run]) == 0
+    parts = []
+    for s, e in ((3, FRAMES), (0, 3)):  # any order
+        part = tmp_path / f"slice{s}.npz"
+        assert cli_main(["eval", "slice", str(bundle), "--start", str(s), "--end", str(e), "-o", str(part)]) == 0
+        assert cli_main(["eval", "produce", str(part), "--out", str(tmp_path / f"out{s}"), *run,
+                         "--frames-format", "jpg" if s else "npz"]) == 0
+        parts.append(str(tmp_path / f"out{s}"))
+    capsys.readouterr()
+    assert cli_main(["eval", "merge", str(tmp_path / "bad"), parts[0]]) == 2  # frames 0-2 missing
+    assert "does not start" in capsys.readouterr().err
+    # mixed formats are refused (jpg part + npz part); all-npz parts merge
+    assert cli_main(["eval", "merge", str(tmp_path / "mixed"), *parts]) == 2
+    assert "different arrays" in capsys.readouterr().err
+    assert cli_main(["eval", "produce", str(tmp_path / "slice3.npz"), "--out", parts[0], *run]) == 0  # as npz
+    merged = tmp_path / "merged"
+    assert cli_main(["eval", "merge", str(merged), *parts]) == 0
+    info = json.loads((merged / "produce.json").read_text())
+    assert info["bundle"] == str(bundle.resolve()) and info["frames"] == FRAMES
+    assert [p["slice"] for p in info["merged_from"]] == [[0, 3], [3, FRAMES]]
+    for m in ("nearest", "paper"):
+        assert np.array_equal(frames_io.load(merged / f"{m}.npz"), frames_io.load(whole / f"{m}.npz")), m
+    assert np.array_equal(np.load(merged / "paper.npz")["steps"], [2] * FRAMES)
+    assert np.array_equal(np.load(merged / "nearest.npz")["anchor"], np.load(whole / "nearest.npz")["anchor"])
+    assert cli_main(["eval", "score", str(merged)]) == 0
+    assert json.loads((merged / "results.json").read_text())["methods"]["paper"]["aggregate"]["frames"] == FRAMES
+
+    warp_parts = []
+    for s, e in ((0, 3), (3, FRAMES)):
+        out = tmp_path / f"warp{s}"
+        assert cli_main(["eval", "produce", str(tmp_path / f"slice{s}.npz"), "--out", str(out),
+                         "--methods", "warp", *store]) == 0
+        warp_parts.append(str(out))
+    capsys.readouterr()
+    assert cli_main(["eval", "merge", str(tmp_path / "w"), *warp_parts]) == 2
+    assert "depend on earlier driving frames" in capsys.readouterr().err
