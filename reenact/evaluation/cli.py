@@ -204,24 +204,26 @@ def run(ns) -> int:
             Path(ns.json).write_text(json.dumps(report, indent=1))
             print(f"wrote {ns.json}")
         return 0
-    if cmd == "slice":
-        from reenact.evaluation.slices import slice_bundle
-
-        print(f"wrote {slice_bundle(ns.bundle, ns.start, ns.end, ns.output)}")
-        return 0
-    if cmd == "merge":
-        from reenact.evaluation.slices import merge
-
-        info = merge(ns.out, ns.parts, bundle=ns.bundle)
-        print(f"wrote {ns.out}/produce.json: {info['frames']} frames of {info['bundle']} "
-              f"({', '.join(info['methods'])})")
-        return 0
+    if cmd in ("slice", "merge"):
+        return _pieces(ns)
     if cmd == "suite":
         from reenact.evaluation.suite import run_suite
 
         run_suite(ns)
         return 0
     raise ValueError(f"unknown eval command {cmd!r}")
+
+
+def _pieces(ns) -> int:
+    """eval slice / eval merge (reenact.evaluation.slices)."""
+    from reenact.evaluation.slices import merge, slice_bundle
+
+    if ns.eval_cmd == "slice":
+        print(f"wrote {slice_bundle(ns.bundle, ns.start, ns.end, ns.output)}")
+        return 0
+    info = merge(ns.out, ns.parts, bundle=ns.bundle)
+    print(f"wrote {ns.out}/produce.json: {info['frames']} frames of {info['bundle']} ({', '.join(info['methods'])})")
+    return 0
 
 
 def _write_produce_stub(out: Path, bundle: Path, ns) -> None:
