@@ -45,6 +45,6 @@ if [ ! -x "$PROM/promtool" ] || [ ! -x "$PROM/prometheus" ]; then
     cp "$work/x/usr/bin/prometheus" "$work/x/usr/bin/promtool" "$PROM/"
   fi
 fi
-"$PROM/promtool" --version 2>&1 | head -1
-"$TOOLS/venv/bin/kubectl" version --client 2>&1 | head -1
+"$PROM/promtool" --version 2>&1 | sed -n 1p  # sed reads all: head could SIGPIPE the tool (exit 141 under pipefail)
+"$TOOLS/venv/bin/kubectl" version --client 2>&1 | sed -n 1p
 echo "deploy tools ready in $TOOLS"

@@ -87,7 +87,7 @@ step_policy() {
 step_rules() {
   need promtool "$TOOLPY"
   rendered
-  echo "== promtool ($(promtool --version 2>&1 | head -1))"
+  echo "== promtool ($(promtool --version 2>&1 | sed -n 1p))"
   "${CHECK[@]}" rules "$BUILD/prod.yaml" "$BUILD/prometheus/reenact.rules.yaml"
   promtool check rules "$BUILD/prometheus/reenact.rules.yaml"
   promtool test rules deploy/prometheus/tests/*.yaml
