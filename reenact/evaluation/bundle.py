@@ -138,6 +138,12 @@ def prepare(out: str | Path, *, driving: str, crop_size: int = 128, max_frames: 
     return out
 
 
+def read_meta(path: str | Path) -> tuple[dict, int]:
+    """(meta, number of driving frames) of a bundle, without loading its crops, scan and network."""
+    with np.load(Path(path), allow_pickle=False) as z:
+        return json.loads(str(z["meta"])), int(len(z["drv_has_face"]))
+
+
 class Bundle:
     """A loaded bundle: arrays by key (module doc) and `meta`."""
 

@@ -56,3 +56,38 @@ def load(path: str | Path) -> np.ndarray:
             raise ValueError(f"{path}: frame {i} does not decode to {shape[1:]}")
         out[i] = img[:, :, ::-1]
     return out
+
+
+def count(arrays) -> int:
+    """Number of frames of the arrays of a file written by `save` (either format)."""
+    return int(arrays["frames"].shape[0]) if "frames" in arrays else int(arrays["frames_shape"][0])
+
+
+def concat(paths, out: str | Path) -> int:
+    """Join files written by `save` (one format, the same per-frame arrays) along the frames into `out`: JPEG
+    blobs are joined as they are (no re-encoding), every other array row by row. Returns the frame count."""
+    loaded = []
+    for p in paths:
+        with np.load(p) as z:
+            loaded.append({k: z[k] for k in z.files})
+    keys = set(loaded[0])
+    if any(set(x) != keys for x in loaded):
+        raise ValueError(f"{Path(paths[0]).name}: the files store different arrays (formats or per-frame data)")
+    counts = [count(x) for x in loaded]
+    out_arrays = {}
+    if "frames_jpg" in keys:
+        bases = np.cumsum([0] + [int(x["frames_jpg_offsets"][-1]) for x in loaded])
+        shape = loaded[0]["frames_shape"].copy()
+        shape[0] = sum(counts)
+        out_arrays = {"frames_jpg": np.concatenate([x["frames_jpg"] for x in loaded]),
+                      "frames_jpg_offsets": np.concatenate(
+                          [np.zeros(1, np.int64)] + [x["frames_jpg_offsets"][1:] + b for x, b in zip(loaded, bases[:-1], strict=True)]),
+                      "frames_shape": shape}
+        keys -= set(out_arrays)
+    for k in sorted(keys):
+        if not all(x[k].ndim >= 1 and len(x[k]) == c for x, c in zip(loaded, counts, strict=True)):
+            raise ValueError(f"{Path(paths[0]).name}: array {k!r} is not one row per frame in every file")
+        out_arrays[k] = np.concatenate([x[k] for x in loaded])
+    (np.savez_compressed if "frames" in out_arrays else np.savez)(out, **out_arrays)
+    return sum(counts)
+

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reenact.evaluation.bundle import Bundle
+from reenact.evaluation import frames as frames_io
+from reenact.evaluation.bundle import Bundle, read_meta
 
 DRIVING_KEYS = ("drv_keypoints", "drv_raw_points", "drv_crops", "drv_has_face", "gt_points")
 PER_FRAME_METHODS = ("nearest", "paper")
@@ -49,7 +50,7 @@ def _parts(part_dirs, bundle: str | Path | None):
     parts = []
     for d in part_dirs:
         info = json.loads((Path(d) / "produce.json").read_text())
-        meta = Bundle(info["bundle"]).meta
+        meta, _ = read_meta(info["bundle"])
         if "slice" not in meta:
             raise ValueError(f"{d}: produced on {info['bundle']}, which is not a slice (reenact eval slice)")
         parts.append((Path(d), info, tuple(meta["slice"]), meta["source_bundle"]))
@@ -59,7 +60,7 @@ def _parts(part_dirs, bundle: str | Path | None):
     if any(Path(p[3]) != full for p in parts):
         raise ValueError(f"the parts were sliced from different bundles: {sorted({p[3] for p in parts})}")
     parts.sort(key=lambda p: p[2][0])
-    n, at = Bundle(full).num_frames, 0
+    n, at = read_meta(full)[1], 0
     for d, _, (s, e), _ in parts:
         if s != at:
             raise ValueError(f"{d}: slice [{s}, {e}) does not start where the previous one ended ({at})")
@@ -67,36 +68,6 @@ def _parts(part_dirs, bundle: str | Path | None):
     if at != n:
         raise ValueError(f"the slices end at frame {at}; the bundle has {n} driving frames")
     return [(d, info, sl) for d, info, sl, _ in parts], full
-
-
-def _concat(files: list[Path], counts: list[int]) -> dict:
-    """The arrays of one method's part files joined along the frames (JPEG blobs joined as they are)."""
-    loaded = []
-    for f in files:
-        with np.load(f) as z:
-            loaded.append({k: z[k] for k in z.files})
-    keys = set(loaded[0])
-    if any(set(x) != keys for x in loaded):
-        raise ValueError(f"{files[0].name}: the parts store different arrays ({sorted(keys)})")
-    out = {}
-    if "frames_jpg" in keys:
-        blobs, offsets, base = [], [np.zeros(1, np.int64)], 0
-        for x in loaded:
-            blobs.append(x["frames_jpg"])
-            offsets.append(x["frames_jpg_offsets"][1:] + base)
-            base += int(x["frames_jpg_offsets"][-1])
-        shape = loaded[0]["frames_shape"].copy()
-        shape[0] = sum(counts)
-        out.update(frames_jpg=np.concatenate(blobs), frames_jpg_offsets=np.concatenate(offsets),
-                   frames_shape=shape)
-        keys -= {"frames_jpg", "frames_jpg_offsets", "frames_shape"}
-    for k in sorted(keys):
-        values = [x[k] for x in loaded]
-        if all(v.ndim >= 1 and len(v) == c for v, c in zip(values, counts, strict=True)):
-            out[k] = np.concatenate(values)
-        else:
-            raise ValueError(f"{files[0].name}: array {k!r} is not one row per frame in every part")
-    return out
 
 
 def merge(out_dir: str | Path, part_dirs, bundle: str | Path | None = None) -> dict:
@@ -118,14 +89,15 @@ def merge(out_dir: str | Path, part_dirs, bundle: str | Path | None = None) -> d
     info = dict(parts[0][1], bundle=str(full), frames=int(sum(counts)),
                 merged_from=[{"dir": str(d.resolve()), "slice": list(sl)} for d, _, sl in parts], methods={})
     for m in methods:
-        arrays = _concat([d / f"{m}.npz" for d, _, _ in parts], counts)
-        (np.savez_compressed if "frames" in arrays else np.savez)(out_dir / f"{m}.npz", **arrays)
+        joined = frames_io.concat([d / f"{m}.npz" for d, _, _ in parts], out_dir / f"{m}.npz")
+        if joined != sum(counts):
+            raise ValueError(f"{m}: the parts hold {joined} frames, their slices {sum(counts)}")
         entries = [p[1]["methods"][m] for p in parts]
         entry = dict(entries[0])
         entry["seconds"] = float(sum(e["seconds"] for e in entries))
         entry["fps"] = sum(counts) / entry["seconds"] if entry["seconds"] > 0 else float("inf")
-        if "steps" in arrays:
-            entry["mean_steps"] = float(np.mean(arrays["steps"]))
+        if all(e.get("mean_steps") is not None for e in entries):  # frame-weighted mean of the parts'
+            entry["mean_steps"] = float(np.average([e["mean_steps"] for e in entries], weights=counts))
         peaks = [e["peak_gpu_gib"] for e in entries if e.get("peak_gpu_gib") is not None]
         if peaks:
             entry["peak_gpu_gib"] = max(peaks)

@@ -49,3 +49,26 @@ def test_bad_requests_and_files(tmp_path):
     np.savez(tmp_path / "bad.npz", **z)
     with pytest.raises(ValueError, match="does not decode"):
         frames_io.load(tmp_path / "bad.npz")
+
+
+@pytest.mark.parametrize("fmt", ["npz", "jpg"])
+def test_concat_joins_files_frame_by_frame_without_reencoding(tmp_path, fmt):
+    """concat of files written by save: the frames of each in order (JPEG blobs as they are: the same decoded
+    pixels as each part's), per-frame arrays joined; different arrays or a non-per-frame array are refused."""
+    rng = np.random.default_rng(0)
+    parts = [rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8) for n in (3, 2)]
+    paths = []
+    for i, p in enumerate(parts):
+        paths.append(tmp_path / f"p{i}.npz")
+        frames_io.save(paths[-1], p, fmt, steps=np.arange(len(p)) + 10 * i)
+    assert frames_io.concat(paths, tmp_path / "all.npz") == 5
+    joined = frames_io.load(tmp_path / "all.npz")
+    assert np.array_equal(joined, np.concatenate([frames_io.load(p) for p in paths]))
+    assert np.load(tmp_path / "all.npz")["steps"].tolist() == [0, 1, 2, 10, 11]
+    other = tmp_path / "other.npz"
+    frames_io.save(other, parts[1], "jpg" if fmt == "npz" else "npz", steps=np.arange(2))
+    with pytest.raises(ValueError, match="different arrays"):
+        frames_io.concat([paths[0], other], tmp_path / "x.npz")
+    frames_io.save(other, parts[1], fmt, steps=np.arange(5))
+    with pytest.raises(ValueError, match="one row per frame"):
+        frames_io.concat([paths[0], other], tmp_path / "x.npz")
