@@ -9,7 +9,8 @@
 #   bash scripts/results.sh gpu-enrollments # GPU machine, optional: ENROLLMENTS fresh enrollments x VARIANTS
 #   bash scripts/results.sh baselines      # any machine, CPU: nearest + warp on $OUT's bundles, no enrollment
 # FRAMES (default 24) sets the driving frames per protocol of the gpu-* modes (the 96-frame cross run of
-# docs/RESULTS.md: FRAMES=96 OUT=runs/results-gpu96). FRAMES_FORMAT=jpg stores the gpu-* outputs as JPEG
+# docs/RESULTS.md: FRAMES=96 OUT=runs/results-gpu96); SELF_FRAMES (gpu-prepare) gives the self protocol its
+# own count (FRAMES=120 SELF_FRAMES=24: the whole carphone clip, a short self check). FRAMES_FORMAT=jpg stores the gpu-* outputs as JPEG
 # quality 95 (~8x smaller to copy back to the CPU machine; default npz, lossless).
 # JAW_DROP (gpu-prepare) renders the fixture person with a wider jaw opening (reenact.fixtures: default 0.16;
 # 0.24 gives a scan whose mouth ratio reaches ~0.53 instead of ~0.41, docs/RESULTS.md "sixth session").
@@ -30,7 +31,7 @@ case "$what" in
   gpu-prepare)
     OUT=${OUT:-runs/results-gpu}
     suite --out "$OUT" --phase prepare --profile gpu --frames "${FRAMES:-24}" --crop-size 256 \
-      ${JAW_DROP:+--fixture-jaw-drop "$JAW_DROP"} ;;
+      ${SELF_FRAMES:+--self-frames "$SELF_FRAMES"} ${JAW_DROP:+--fixture-jaw-drop "$JAW_DROP"} ;;
   gpu-produce)
     # Needs torch (CUDA), numpy, opencv and this repository; the MobileNetV2 weights of the perceptual
     # distance ($REENACT_WEIGHTS_DIR or .cache/weights, from `python -m reenact.perceptual --fetch`).

@@ -38,6 +38,9 @@ def add_suite_args(p) -> None:
                    help="fixture person's jaw drop at a full mouth opening, in face widths (default "
                         "reenact.fixtures' 0.16; larger: a scan that shows wider openings, up to 0.5)")
     p.add_argument("--frames", type=int, default=30, help="driving frames per protocol")
+    p.add_argument("--self-frames", type=int, default=None,
+                   help="driving frames of the self protocol (default: --frames); e.g. a long cross driver "
+                        "with a short self check")
     p.add_argument("--crop-size", type=int, default=128)
     p.add_argument("--profile", default="cpu-quick")
     p.add_argument("--device", default="cpu")
@@ -58,30 +61,38 @@ def _fixture_videos(out: Path, ns) -> dict:
     paths = {}
     if not ns.scan:
         scan = out / "fixture" / "scan" / "selfscan.mp4"
-        if not _fixture_current(scan, jaw):
+        if not _fixture_current(scan, jaw, ns.scan_frames, ns.scan_size):
             frames, truth = render_selfscan(load_face("astronaut"), make_schedule(ns.scan_frames, seed=0),
                                             size=ns.scan_size, source="astronaut", jaw_drop=jaw)
             write_selfscan(scan, frames, fps=30, ground_truth=truth)
         paths["scan"] = str(scan)
     if not ns.self_driving:
         drv = out / "fixture" / "heldout" / "driving.mp4"
-        if not _fixture_current(drv, jaw):
-            frames, truth = render_selfscan(load_face("astronaut"), make_schedule(ns.frames, seed=3, held_out=True),
+        if not _fixture_current(drv, jaw, _self_frames(ns), ns.scan_size):
+            frames, truth = render_selfscan(load_face("astronaut"), make_schedule(_self_frames(ns), seed=3, held_out=True),
                                             size=ns.scan_size, source="astronaut", jaw_drop=jaw)
             write_selfscan(drv, frames, fps=30, ground_truth=truth)
         paths["self_driving"], paths["self_ground_truth"] = str(drv), str(drv.parent / "ground_truth.json")
     return paths
 
 
-def _fixture_current(video: Path, jaw_drop: float) -> bool:
+def _self_frames(ns) -> int:
+    return ns.frames if getattr(ns, "self_frames", None) is None else int(ns.self_frames)
+
+
+def _fixture_current(video: Path, jaw_drop: float, frames: int, size: int) -> bool:
     """Whether a fixture video rendered earlier can be reused: it exists, and its ground truth records the same
-    jaw drop (fixtures written before the jaw drop was recorded used the default)."""
+    frame count, size and jaw drop (fixtures written before the jaw drop was recorded used the default). A
+    stale one (say a 24-frame held-out driver left by an earlier `--frames 24` run in the same --out) would
+    otherwise silently cut the next run's driver short."""
     from reenact.fixtures.selfscan import JAW_DROP
 
-    truth = video.parent / "ground_truth.json"
-    if not video.exists() or not truth.exists():
+    truth_path = video.parent / "ground_truth.json"
+    if not video.exists() or not truth_path.exists():
         return False
-    return abs(float(json.loads(truth.read_text()).get("jaw_drop", JAW_DROP)) - jaw_drop) < 1e-9
+    truth = json.loads(truth_path.read_text())
+    return (int(truth.get("num_frames", -1)) == frames and int(truth.get("width", -1)) == size
+            and abs(float(truth.get("jaw_drop", JAW_DROP)) - jaw_drop) < 1e-9)
 
 
 def run_suite(ns) -> dict:
@@ -109,7 +120,7 @@ def run_suite(ns) -> dict:
         fixture_note = ("TEST FIXTURE person: the astronaut photo re-rendered (mesh warp), not a real "
                         "recording" if not ns.scan else "")
         t0 = time.perf_counter()
-        prepare(out / "self" / "bundle.npz", driving=self_drv, crop_size=ns.crop_size, max_frames=ns.frames,
+        prepare(out / "self" / "bundle.npz", driving=self_drv, crop_size=ns.crop_size, max_frames=_self_frames(ns),
                 scan=scan, resolution=resolution, ground_truth=self_gt, protocol="self",
                 notes=" ".join(filter(None, [fixture_note, "driver: held-out frames of the same person"
                                              + (" (fixture, exact ground truth)" if not ns.self_driving else "")])))

@@ -273,27 +273,49 @@ def test_generator_free_baselines_need_no_enrollment(suite, tmp_path, capsys):
     assert "self-scan" in capsys.readouterr().err and not (tmp_path / "x" / "nearest.npz").exists()
 
 
-def test_suite_fixture_jaw_drop_rerenders_only_when_it_changes(tmp_path):
+def test_suite_fixture_videos_rerender_only_when_their_parameters_change(tmp_path):
     """`eval suite --fixture-jaw-drop J`: the fixture scan and held-out driver are rendered with that jaw
-    drop (recorded in their ground truth); a second run with the same J reuses them, another J re-renders."""
+    drop (recorded in their ground truth); a second run with the same parameters reuses them, another J, frame
+    count or size re-renders the videos it concerns (a held-out driver left by a shorter --frames run in the
+    same --out is not reused)."""
     import argparse
 
     from reenact.evaluation.suite import _fixture_videos
     from reenact.fixtures.selfscan import JAW_DROP
 
-    def run(jaw):
-        ns = argparse.Namespace(scan=None, self_driving=None, scan_frames=4, frames=3, scan_size=128,
-                                fixture_jaw_drop=jaw)
+    def run(jaw, frames=3, scan_frames=4, size=128):
+        ns = argparse.Namespace(scan=None, self_driving=None, scan_frames=scan_frames, frames=frames,
+                                scan_size=size, fixture_jaw_drop=jaw)
         paths = _fixture_videos(tmp_path, ns)
         truth = json.loads((Path(paths["scan"]).parent / "ground_truth.json").read_text())
         drv = json.loads(Path(paths["self_ground_truth"]).read_text())
-        return truth["jaw_drop"], drv["jaw_drop"], Path(paths["scan"]).stat().st_mtime_ns
+        return ((truth["jaw_drop"], drv["jaw_drop"], truth["num_frames"], drv["num_frames"], drv["width"]),
+                Path(paths["scan"]).stat().st_mtime_ns, Path(paths["self_driving"]).stat().st_mtime_ns)
 
     default = run(None)
-    assert default[:2] == (JAW_DROP, JAW_DROP)
+    assert default[0] == (JAW_DROP, JAW_DROP, 4, 3, 128)
     wide = run(0.24)
-    assert wide[:2] == (0.24, 0.24) and wide[2] != default[2]
-    assert run(0.24)[2] == wide[2]
+    assert wide[0] == (0.24, 0.24, 4, 3, 128) and wide[1] != default[1] and wide[2] != default[2]
+    assert run(0.24)[1:] == wide[1:]
+    longer = run(0.24, frames=5)  # only the held-out driver changes
+    assert longer[0] == (0.24, 0.24, 4, 5, 128) and longer[1] == wide[1] and longer[2] != wide[2]
+    more_scan = run(0.24, frames=5, scan_frames=6)  # only the scan changes
+    assert more_scan[0][2:4] == (6, 5) and more_scan[1] != longer[1] and more_scan[2] == longer[2]
+    bigger = run(0.24, frames=5, scan_frames=6, size=160)
+    assert bigger[0][4] == 160 and bigger[1] != more_scan[1] and bigger[2] != more_scan[2]
+
+
+def test_suite_prepare_self_frames_sets_the_self_drivers_length_alone(tmp_path):
+    """`eval suite --self-frames N`: the self protocol's held-out driver has N frames, the cross driver keeps
+    --frames (a long cross driver with a short self check, as for the GPU runs of docs/RESULTS.md)."""
+    from reenact.evaluation.bundle import read_meta
+
+    out = tmp_path / "s"
+    assert cli_main(["eval", "suite", "--out", str(out), "--phase", "prepare", "--frames", "4", "--self-frames",
+                     "2", "--scan-frames", "6", "--scan-size", "160", "--crop-size", "64"]) == 0
+    assert read_meta(out / "self" / "bundle.npz")[1] == 2
+    assert read_meta(out / "cross" / "bundle.npz")[1] == 4
+    assert json.loads((out / "fixture" / "heldout" / "ground_truth.json").read_text())["num_frames"] == 2
 
 
 def test_slices_of_a_long_driver_merge_into_the_one_run_result(suite, tmp_path, capsys):
