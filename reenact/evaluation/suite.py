@@ -100,6 +100,9 @@ def run_suite(ns) -> dict:
     from reenact.evaluation.cli import _kv, _methods, _typed
     from reenact.optimize import OptimizerOptions
 
+    for opt, n in (("--frames", ns.frames), ("--self-frames", _self_frames(ns))):
+        if n < 1:
+            raise ValueError(f"{opt} must be >= 1 (got {n})")
     out = Path(ns.out)
     out.mkdir(parents=True, exist_ok=True)
     profile_set = _typed(Profile, [_kv(x) if isinstance(x, str) else x for x in ns.profile_set])

@@ -305,9 +305,10 @@ def test_suite_fixture_videos_rerender_only_when_their_parameters_change(tmp_pat
     assert bigger[0][4] == 160 and bigger[1] != more_scan[1] and bigger[2] != more_scan[2]
 
 
-def test_suite_prepare_self_frames_sets_the_self_drivers_length_alone(tmp_path):
+def test_suite_prepare_self_frames_sets_the_self_drivers_length_alone(tmp_path, capsys):
     """`eval suite --self-frames N`: the self protocol's held-out driver has N frames, the cross driver keeps
-    --frames (a long cross driver with a short self check, as for the GPU runs of docs/RESULTS.md)."""
+    --frames (a long cross driver with a short self check, as for the GPU runs of docs/RESULTS.md); a count
+    below 1 is refused with exit 2 before anything is rendered."""
     from reenact.evaluation.bundle import read_meta
 
     out = tmp_path / "s"
@@ -316,6 +317,10 @@ def test_suite_prepare_self_frames_sets_the_self_drivers_length_alone(tmp_path):
     assert read_meta(out / "self" / "bundle.npz")[1] == 2
     assert read_meta(out / "cross" / "bundle.npz")[1] == 4
     assert json.loads((out / "fixture" / "heldout" / "ground_truth.json").read_text())["num_frames"] == 2
+    bad = tmp_path / "bad"
+    capsys.readouterr()
+    assert cli_main(["eval", "suite", "--out", str(bad), "--phase", "prepare", "--self-frames", "0"]) == 2
+    assert "--self-frames must be >= 1" in capsys.readouterr().err and not bad.exists()  # before any render
 
 
 def test_slices_of_a_long_driver_merge_into_the_one_run_result(suite, tmp_path, capsys):
