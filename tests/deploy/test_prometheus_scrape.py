@@ -52,13 +52,16 @@ KEY_ID, SECRET = "deploytest", "deploytest-secret"
 
 
 def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    """Until `url` answers with a status below 500 (a 4xx means the server is up; Prometheus' /-/ready answers
+    503 until it has loaded its config and TSDB, and returning on that raced the first query)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             urllib.request.urlopen(url, timeout=1).close()
             return
-        except urllib.error.HTTPError:
-            return
+        except urllib.error.HTTPError as err:
+            if err.code < 500:
+                return
         except OSError:
             pass
         if proc is not None and proc.poll() is not None:
