@@ -117,9 +117,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     p = sub.add_parser("slice", help="the driving frames [start, end) of a bundle as a bundle of their own "
                                       "(produce a long driver in pieces; reenact.evaluation.slices)")
     p.add_argument("bundle")
-    p.add_argument("--start", type=int, required=True)
-    p.add_argument("--end", type=int, required=True, help="first frame NOT in the slice")
+    p.add_argument("--start", type=int, default=0, help="first frame of the slice (default 0)")
+    p.add_argument("--end", type=int, default=None, help="first frame NOT in the slice (default: all to the end)")
     p.add_argument("-o", "--output", required=True, help="slice bundle .npz to write")
+    p.add_argument("--no-scan", action="store_true",
+                   help="leave out the aligned self-scan (most of a long bundle's size; e.g. to copy it to a "
+                        "GPU machine): for produce with --store/--person only")
     p = sub.add_parser("merge", help="join the produce outputs of consecutive slices into one output folder "
                                       "for score (per-frame methods only: nearest, paper)")
     p.add_argument("out", help="output folder")
@@ -219,7 +222,7 @@ def _pieces(ns) -> int:
     from reenact.evaluation.slices import merge, slice_bundle
 
     if ns.eval_cmd == "slice":
-        print(f"wrote {slice_bundle(ns.bundle, ns.start, ns.end, ns.output)}")
+        print(f"wrote {slice_bundle(ns.bundle, ns.start, ns.end, ns.output, no_scan=ns.no_scan)}")
         return 0
     info = merge(ns.out, ns.parts, bundle=ns.bundle)
     print(f"wrote {ns.out}/produce.json: {info['frames']} frames of {info['bundle']} ({', '.join(info['methods'])})")

@@ -28,16 +28,23 @@ DRIVING_KEYS = ("drv_keypoints", "drv_raw_points", "drv_crops", "drv_has_face", 
 PER_FRAME_METHODS = ("nearest", "paper")
 
 
-def slice_bundle(path: str | Path, start: int, end: int, out: str | Path) -> Path:
-    """Write the driving frames [start, end) of the bundle at `path` to `out` (.npz); meta records the slice
-    and the source bundle."""
+def slice_bundle(path: str | Path, start: int = 0, end: int | None = None, out: str | Path = "slice.npz", *,
+                 no_scan: bool = False) -> Path:
+    """Write the driving frames [start, end) (end None: to the last) of the bundle at `path` to `out` (.npz);
+    meta records the slice and the source bundle. no_scan leaves out the aligned self-scan (the scan_*
+    arrays, most of a long bundle's size): the slice is then for produce against a stored person
+    (--store/--person), which needs no scan; enrolling or the generator-free nearest/warp refuse it."""
     b = Bundle(path)
     n = b.num_frames
+    end = n if end is None else end
     if not (0 <= start < end <= n):
         raise ValueError(f"slice [{start}, {end}) is not inside the bundle's {n} driving frames")
-    arrays = {k: (v[start:end] if k in DRIVING_KEYS else v) for k, v in b.arrays.items()}
+    arrays = {k: (v[start:end] if k in DRIVING_KEYS else v) for k, v in b.arrays.items()
+              if not (no_scan and k.startswith("scan_"))}
     meta = dict(b.meta, slice=[int(start), int(end)], source_bundle=str(Path(path).resolve()),
                 driving_frames=int(end - start), driving_frames_with_face=int(arrays["drv_has_face"].sum()))
+    if no_scan:
+        meta["scan_dropped"] = True
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, meta=np.array(json.dumps(meta)), **arrays)

@@ -360,6 +360,23 @@ def test_slices_of_a_long_driver_merge_into_the_one_run_result(suite, tmp_path, 
     assert cli_main(["eval", "score", str(merged)]) == 0
     assert json.loads((merged / "results.json").read_text())["methods"]["paper"]["aggregate"]["frames"] == FRAMES
 
+    # --no-scan (start/end default to the whole driver): the aligned scan left out, the same outputs from a
+    # stored person; without one, the baselines that read the scan refuse it by name
+    slim = tmp_path / "slim.npz"
+    assert cli_main(["eval", "slice", str(bundle), "--no-scan", "-o", str(slim)]) == 0
+    with np.load(bundle) as full, np.load(slim) as z:
+        assert any(k.startswith("scan_") for k in full.files) and not any(k.startswith("scan_") for k in z.files)
+        assert set(full.files) - set(z.files) == {k for k in full.files if k.startswith("scan_")}
+        assert json.loads(str(z["meta"]))["slice"] == [0, FRAMES]
+    assert slim.stat().st_size < bundle.stat().st_size
+    assert cli_main(["eval", "produce", str(slim), "--out", str(tmp_path / "slim_out"), *run]) == 0
+    assert np.array_equal(frames_io.load(tmp_path / "slim_out" / "paper.npz"), frames_io.load(whole / "paper.npz"))
+    # nearest shows the generator's render of the anchor it picks (no real scan frame to show)
+    assert np.array_equal(np.load(tmp_path / "slim_out" / "nearest.npz")["anchor"], np.load(whole / "nearest.npz")["anchor"])
+    capsys.readouterr()
+    assert cli_main(["eval", "produce", str(slim), "--out", str(tmp_path / "slim_bad"), "--methods", "nearest"]) == 2
+    assert "self-scan" in capsys.readouterr().err
+
     warp_parts = []
     for s in (0, 3):
         out = tmp_path / f"warp{s}"
