@@ -469,6 +469,8 @@ def _produce(bundle, bundle_path, out_dir, methods, device, store, person_id, pr
                   "num_anchors": int(len(person.model.anchor_points)), "enroll_seconds": person.enroll_seconds,
                   "scan_align_seconds": bundle.meta.get("scan_align_seconds"), "frames": bundle.num_frames,
                   "torch": torch.__version__, "methods": {}}
+    if "slice" in bundle.meta:  # eval merge reads these, also where the slice file is not (another machine)
+        info.update({k: bundle.meta.get(k) for k in ("slice", "source_bundle", "source_digest")})
     for name in methods:
         log(f"method {name} ...")
         if device != "cpu" and torch.cuda.is_available():

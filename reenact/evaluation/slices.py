@@ -15,6 +15,7 @@ the previous output within its slice only.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -26,6 +27,15 @@ from reenact.evaluation.bundle import Bundle, read_meta
 
 DRIVING_KEYS = ("drv_keypoints", "drv_raw_points", "drv_crops", "drv_has_face", "gt_points")
 PER_FRAME_METHODS = ("nearest", "paper")
+
+
+def driver_digest(path: str | Path) -> str:
+    """A short fingerprint of a bundle's whole driver (its keypoints and face flags): merge checks that the
+    full bundle it is given is the one the parts were sliced from, whatever its path."""
+    with np.load(path) as z:
+        h = hashlib.sha256(np.ascontiguousarray(z["drv_keypoints"]).tobytes())
+        h.update(np.ascontiguousarray(z["drv_has_face"]).tobytes())
+    return h.hexdigest()[:16]
 
 
 def slice_bundle(path: str | Path, start: int = 0, end: int | None = None, out: str | Path = "slice.npz", *,
@@ -42,6 +52,7 @@ def slice_bundle(path: str | Path, start: int = 0, end: int | None = None, out: 
     arrays = {k: (v[start:end] if k in DRIVING_KEYS else v) for k, v in b.arrays.items()
               if not (no_scan and k.startswith("scan_"))}
     meta = dict(b.meta, slice=[int(start), int(end)], source_bundle=str(Path(path).resolve()),
+                source_digest=driver_digest(path),
                 driving_frames=int(end - start), driving_frames_with_face=int(arrays["drv_has_face"].sum()))
     if no_scan:
         meta["scan_dropped"] = True
@@ -57,24 +68,37 @@ def _parts(part_dirs, bundle: str | Path | None):
     parts = []
     for d in part_dirs:
         info = json.loads((Path(d) / "produce.json").read_text())
-        meta, _ = read_meta(info["bundle"])
-        if "slice" not in meta:
-            raise ValueError(f"{d}: produced on {info['bundle']}, which is not a slice (reenact eval slice)")
-        parts.append((Path(d), info, tuple(meta["slice"]), meta["source_bundle"]))
+        if "slice" in info:  # recorded by produce: the slice file itself need not be here
+            sl, source, digest = info["slice"], info["source_bundle"], info.get("source_digest")
+        else:  # outputs of an older produce: the slice file must be where produce read it
+            if not Path(info["bundle"]).is_file():
+                raise ValueError(f"{d}: produced on {info['bundle']}, which is not here, and its produce.json "
+                                 "does not record the slice (an older produce): slice the bundle again to that path")
+            meta, _ = read_meta(info["bundle"])
+            if "slice" not in meta:
+                raise ValueError(f"{d}: produced on {info['bundle']}, which is not a slice (reenact eval slice)")
+            sl, source, digest = meta["slice"], meta["source_bundle"], meta.get("source_digest")
+        parts.append((Path(d), info, tuple(sl), source, digest))
     if not parts:
         raise ValueError("no parts to merge")
-    full = Path(bundle).resolve() if bundle else Path(parts[0][3])
-    if any(Path(p[3]) != full for p in parts):
+    if len({p[4] or p[3] for p in parts}) > 1:  # the driver's fingerprint, else the path it was sliced from
         raise ValueError(f"the parts were sliced from different bundles: {sorted({p[3] for p in parts})}")
+    # --bundle: the full bundle here (the parts may have been sliced on another machine, under another path)
+    full = Path(bundle).resolve() if bundle else Path(parts[0][3])
+    if not full.is_file():
+        raise ValueError(f"the full bundle {full} is not here: pass it with --bundle")
+    digests = {p[4] for p in parts if p[4]}
+    if digests and digests != {driver_digest(full)}:
+        raise ValueError(f"the parts were sliced from another driver than the one of {full}")
     parts.sort(key=lambda p: p[2][0])
     n, at = read_meta(full)[1], 0
-    for d, _, (s, e), _ in parts:
+    for d, _, (s, e), *_ in parts:
         if s != at:
             raise ValueError(f"{d}: slice [{s}, {e}) does not start where the previous one ended ({at})")
         at = e
     if at != n:
         raise ValueError(f"the slices end at frame {at}; the bundle has {n} driving frames")
-    return [(d, info, sl) for d, info, sl, _ in parts], full
+    return [(d, info, sl) for d, info, sl, *_ in parts], full
 
 
 def merge(out_dir: str | Path, part_dirs, bundle: str | Path | None = None) -> dict:
@@ -93,7 +117,8 @@ def merge(out_dir: str | Path, part_dirs, bundle: str | Path | None = None) -> d
     counts = [e - s for _, _, (s, e) in parts]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    info = dict(parts[0][1], bundle=str(full), frames=int(sum(counts)),
+    first = {k: v for k, v in parts[0][1].items() if k not in ("slice", "source_bundle", "source_digest")}
+    info = dict(first, bundle=str(full), frames=int(sum(counts)),
                 merged_from=[{"dir": str(d.resolve()), "slice": list(sl)} for d, _, sl in parts], methods={})
     for m in methods:
         joined = frames_io.concat([d / f"{m}.npz" for d, _, _ in parts], out_dir / f"{m}.npz")

@@ -386,3 +386,23 @@ def test_slices_of_a_long_driver_merge_into_the_one_run_result(suite, tmp_path, 
     capsys.readouterr()
     assert cli_main(["eval", "merge", str(tmp_path / "w"), *warp_parts]) == 2
     assert "depend on earlier driving frames" in capsys.readouterr().err
+
+    # parts produced elsewhere (a GPU machine): their slice files are not here. produce.json records the
+    # slice and the driver's fingerprint, so they merge against the full bundle given here, and only that one
+    for s in (0, 3):
+        (tmp_path / f"slice{s}.npz").rename(tmp_path / f"gone{s}.npz")
+    away = tmp_path / "away"
+    assert cli_main(["eval", "merge", str(away), *parts, "--bundle", str(bundle)]) == 0
+    assert json.loads((away / "produce.json").read_text())["bundle"] == str(bundle.resolve())
+    assert "slice" not in json.loads((away / "produce.json").read_text())  # the merged output is not a slice
+    assert np.array_equal(frames_io.load(away / "paper.npz"), frames_io.load(whole / "paper.npz"))
+    capsys.readouterr()
+    assert cli_main(["eval", "merge", str(tmp_path / "other"), *parts,
+                     "--bundle", str(suite / "self" / "bundle.npz")]) == 2
+    assert "another driver" in capsys.readouterr().err
+    old_style = json.loads((Path(parts[1]) / "produce.json").read_text())  # an older produce: no slice recorded
+    for k in ("slice", "source_bundle", "source_digest"):
+        old_style.pop(k)
+    (Path(parts[1]) / "produce.json").write_text(json.dumps(old_style))
+    assert cli_main(["eval", "merge", str(tmp_path / "old"), *parts, "--bundle", str(bundle)]) == 2
+    assert "which is not here" in capsys.readouterr().err
