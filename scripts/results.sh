@@ -7,6 +7,7 @@
 #   bash scripts/results.sh gpu-opening    # GPU machine, optional: the opening_weight experiment
 #   bash scripts/results.sh gpu-variants   # GPU machine, optional: opening_weight x latent_sigma variants
 #   bash scripts/results.sh gpu-enrollments # GPU machine, optional: ENROLLMENTS fresh enrollments x VARIANTS
+#   bash scripts/results.sh gpu-paper      # GPU machine, optional: the per-frame baseline (c) in PARTS slices side by side
 #   bash scripts/results.sh baselines      # any machine, CPU: nearest + warp on $OUT's bundles, no enrollment
 # FRAMES (default 24) sets the driving frames per protocol of the gpu-* modes (the 96-frame cross run of
 # docs/RESULTS.md: FRAMES=96 OUT=runs/results-gpu96); SELF_FRAMES (gpu-prepare) gives the self protocol its
@@ -84,6 +85,29 @@ case "$what" in
         done
       done
     done ;;
+  gpu-paper)
+    # The per-frame baseline (c) over a long driver: PARTS (default 4) slices of $OUT/$PROTOCOL/bundle.npz
+    # (PROTOCOL default cross) produced side by side against the stored person STORE (default: the first
+    # enrollment of gpu-enrollments, $OUT/enroll1/self/store), PAPER_STEPS (default 100) steps per frame, then
+    # merged (exact: every frame of paper is alone) into $OUT/$PROTOCOL-paper; the parts stay in
+    # $OUT/$PROTOCOL-paper-parts. Side by side the parts share the GPU, so their frames/s is lower than one
+    # run's; PARALLEL=0 runs them one after another (a clean frames/s). DEVICE (default cuda).
+    OUT=${OUT:-runs/results-gpu}; p=${PROTOCOL:-cross}; b="$OUT/$p/bundle.npz"
+    store=${STORE:-"file://$(cd "$OUT/enroll1/self" && pwd)/store"}
+    n=$("$PY" -c "import sys; from reenact.evaluation.bundle import read_meta; print(read_meta(sys.argv[1])[1])" "$b")
+    k=${PARTS:-4}; parts="$OUT/$p-paper-parts"; mkdir -p "$parts"; pids=(); outs=()
+    for i in $(seq 0 $((k - 1))); do
+      s=$((i * n / k)); e=$(((i + 1) * n / k)); [ "$e" -gt "$s" ] || continue
+      "$PY" -m reenact.evaluation slice "$b" --start "$s" --end "$e" --no-scan -o "$parts/slice$s.npz"
+      run=("$PY" -m reenact.evaluation produce "$parts/slice$s.npz" --out "$parts/p$s" --device "${DEVICE:-cuda}"
+           --profile gpu --methods paper --paper-steps "${PAPER_STEPS:-100}" --store "$store" --person person
+           --frames-format "${FRAMES_FORMAT:-npz}")
+      outs+=("$parts/p$s")
+      if [ "${PARALLEL:-1}" = 1 ]; then "${run[@]}" > "$parts/p$s.log" 2>&1 & pids+=($!); else "${run[@]}"; fi
+    done
+    fail=0; for pid in "${pids[@]}"; do wait "$pid" || fail=1; done
+    if [ $fail = 1 ]; then echo "a part failed: see $parts/p*.log" >&2; exit 1; fi
+    "$PY" -m reenact.evaluation merge "$OUT/$p-paper" "${outs[@]}" --bundle "$b" ;;
   baselines)
     # nearest + warp need no generator: on the bundles' self-scan, no enrollment, CPU seconds ($OUT/<protocol>-baselines)
     OUT=${OUT:-runs/results-gpu}
@@ -94,5 +118,5 @@ case "$what" in
   gpu-score)
     OUT=${OUT:-runs/results-gpu}
     suite --out "$OUT" --phase score --profile gpu --frames "${FRAMES:-24}" --crop-size 256 ;;
-  *) echo "usage: $0 cpu|gpu-prepare|gpu-produce|gpu-opening|gpu-variants|gpu-enrollments|baselines|gpu-score" >&2; exit 2 ;;
+  *) echo "usage: $0 cpu|gpu-prepare|gpu-produce|gpu-opening|gpu-variants|gpu-enrollments|gpu-paper|baselines|gpu-score" >&2; exit 2 ;;
 esac

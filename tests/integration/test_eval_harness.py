@@ -19,6 +19,7 @@ import pytest
 from reenact.cli import main as cli_main
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
 
 FRAMES = 6
 PAPER_STEPS = 3
@@ -359,6 +360,24 @@ def test_slices_of_a_long_driver_merge_into_the_one_run_result(suite, tmp_path, 
     assert np.array_equal(np.load(merged / "nearest.npz")["anchor"], np.load(whole / "nearest.npz")["anchor"])
     assert cli_main(["eval", "score", str(merged)]) == 0
     assert json.loads((merged / "results.json").read_text())["methods"]["paper"]["aggregate"]["frames"] == FRAMES
+
+    # scripts/results.sh gpu-paper: the same in PARTS slices produced side by side, merged (DEVICE=cpu here)
+    out = tmp_path / "script"
+    out.mkdir()
+    (out / "cross").symlink_to((suite / "cross").resolve())
+    env = dict(os.environ, OUT=str(out), STORE=store[1], DEVICE="cpu", PAPER_STEPS="2", PARTS="3",
+               PYTHON=sys.executable, PYTHONPATH=str(ROOT))
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "results.sh"), "gpu-paper"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    info = json.loads((out / "cross-paper" / "produce.json").read_text())
+    assert [p["slice"] for p in info["merged_from"]] == [[0, 2], [2, 4], [4, FRAMES]]
+    assert np.array_equal(frames_io.load(out / "cross-paper" / "paper.npz"), frames_io.load(whole / "paper.npz"))
+    (out / "cross-paper").rename(out / "good")
+    failed = subprocess.run(["bash", str(ROOT / "scripts" / "results.sh"), "gpu-paper"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600, env=dict(env, STORE=f"file://{tmp_path / 'no-store'}"))
+    assert failed.returncode != 0 and "a part failed" in failed.stderr  # a failed part fails the run: no merge
+    assert not (out / "cross-paper").exists()
 
     # --no-scan (start/end default to the whole driver): the aligned scan left out, the same outputs from a
     # stored person; without one, the baselines that read the scan refuse it by name
