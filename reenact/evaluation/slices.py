@@ -81,7 +81,8 @@ def _parts(part_dirs, bundle: str | Path | None):
         parts.append((Path(d), info, tuple(sl), source, digest))
     if not parts:
         raise ValueError("no parts to merge")
-    if len({p[4] or p[3] for p in parts}) > 1:  # the driver's fingerprint, else the path it was sliced from
+    same = {p[4] for p in parts} if all(p[4] for p in parts) else {p[3] for p in parts}
+    if len(same) > 1:  # the driver's fingerprint (older parts: the path they were sliced from)
         raise ValueError(f"the parts were sliced from different bundles: {sorted({p[3] for p in parts})}")
     # --bundle: the full bundle here (the parts may have been sliced on another machine, under another path)
     full = Path(bundle).resolve() if bundle else Path(parts[0][3])
