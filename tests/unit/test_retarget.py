@@ -294,3 +294,33 @@ def test_opening_ceiling_benchmark_reports_the_targets_range_and_correlations(fa
     assert on["outside"] == 0.0 and on["r_in_range"] > off["r_in_range"]
     assert mod.main([str(tmp_path / "b.npz"), "--k", "0", "2"]) == 0
     assert "| 2 |" in capsys.readouterr().out
+
+
+def test_expression_floor_benchmark_separates_the_targets_floor_from_the_scans(face, tmp_path, capsys):
+    """benchmarks/expression_floor.py on a synthetic bundle. A driver that IS the person (its frames are
+    scan frames) has a perfect target and a perfect best scan frame (error 0). Another person's driver
+    keeps an error above 0 in both rows: lip shape counts as error."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "expression_floor.py"
+    spec = importlib.util.spec_from_file_location("expression_floor", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    scan = np.stack([face, open_mouth(face, 2.0), open_mouth(face, 5.0), open_mouth(face, 9.0)])
+    for name, drv in (("self", scan[[0, 2, 1, 3, 0]]), ("other", np.stack([open_mouth(other_person(face), v)
+                                                                           for v in (0.0, 3.0, 6.0, 1.0, 0.0)]))):
+        np.savez(tmp_path / f"{name}.npz", scan_points=scan, scan_has_face=np.ones(4, bool), drv_keypoints=drv,
+                 drv_raw_points=drv, drv_has_face=np.ones(5, bool))
+    same = mod.floors(str(tmp_path / "self.npz"), [0.0])
+    assert same["target"][0]["expression"] < 1e-9 and same["best_scan"]["expression"] < 1e-9
+    assert same["best_scan_vs_target"]["lips"] < 1e-9
+    other = mod.floors(str(tmp_path / "other.npz"), [0.0, 2.0])
+    assert [(r["reference"], r["k"]) for r in other["target"]] == [("matched", 0.0), ("matched", 2.0),
+                                                                   ("neutral", 0.0), ("neutral", 2.0)]
+    assert other["best_scan"]["lips"] > 0.01 and other["target"][0]["lips"] > 0.01
+    assert mod.main([str(tmp_path / "other.npz"), "--k", "0"]) == 0
+    assert "best scan frame per driving frame" in capsys.readouterr().out
+    np.savez(tmp_path / "slim.npz", drv_keypoints=scan, drv_raw_points=scan, drv_has_face=np.ones(4, bool))
+    with pytest.raises(SystemExit, match="no self-scan"):
+        mod.main([str(tmp_path / "slim.npz")])
