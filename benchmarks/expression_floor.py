@@ -41,48 +41,55 @@ def _parts(err: dict) -> dict:
             "eyes": float(eyes)}
 
 
-def _targets(b, has, reference: str, k: float) -> np.ndarray:
+def _load(bundle: str) -> dict:
+    """The arrays every row reads, loaded once: driving points of the face frames, scan anchors."""
+    with np.load(bundle, allow_pickle=True) as b:
+        if "scan_points" not in b.files:
+            raise SystemExit(f"{bundle} has no self-scan (a --no-scan slice?): use the full bundle")
+        has = b["drv_has_face"].astype(bool)
+        scan = b["scan_has_face"].astype(bool)
+        return {"path": bundle, "has": has, "driver": b["drv_raw_points"][has].astype(np.float64),
+                "keypoints": b["drv_keypoints"][has].astype(np.float64),
+                "anchors": b["scan_points"][scan].astype(np.float64)}
+
+
+def _target(data: dict, reference: str = "matched", k: float = 0.0) -> np.ndarray:
+    """The retargeted target of every face frame (memoized per reference and k)."""
     from reenact.optimize.retarget import Retargeter
 
-    anchors = b["scan_points"][b["scan_has_face"].astype(bool)].astype(np.float64)
-    rt = Retargeter(anchors, reference=reference, opening_range=k)
-    return np.array([rt(p) for p in b["drv_keypoints"][has].astype(np.float64)])
+    memo = data.setdefault("targets", {})
+    if (reference, k) not in memo:
+        rt = Retargeter(data["anchors"], reference=reference, opening_range=k)
+        memo[reference, k] = np.array([rt(p) for p in data["keypoints"]])
+    return memo[reference, k]
 
 
-def floors(bundle: str, ks: list[float], references=("matched", "neutral")) -> dict:
+def floors(bundle: str | dict, ks: list[float], references=("matched", "neutral")) -> dict:
     """The rows of the module doc (no outputs): {"target": [...], "best_scan": {...}, "best_scan_vs_target"}."""
     from reenact.evaluation.metrics import expression_error
 
-    b = np.load(bundle, allow_pickle=True)
-    has = b["drv_has_face"].astype(bool)
-    driver = b["drv_raw_points"][has].astype(np.float64)
-    anchors = b["scan_points"][b["scan_has_face"].astype(bool)].astype(np.float64)
-    rows = []
-    for ref in references:
-        for k in ks:
-            rows.append({"reference": ref, "k": k, **_parts(expression_error(driver, _targets(b, has, ref, k)))})
+    data = _load(bundle) if isinstance(bundle, str) else bundle
+    driver, anchors = data["driver"], data["anchors"]
+    rows = [{"reference": ref, "k": k, **_parts(expression_error(driver, _target(data, ref, k)))}
+            for ref in references for k in ks]
 
     def best(against: np.ndarray, part: str) -> float:
         per_anchor = np.stack([expression_error(against, np.repeat(a[None], len(against), 0))[part]
                                for a in anchors], axis=1)
         return float(np.nanmean(np.nanmin(per_anchor, axis=1)))
 
-    target = _targets(b, has, "matched", 0.0)
-    return {"frames": int(has.sum()), "anchors": int(len(anchors)), "target": rows,
+    return {"frames": int(len(driver)), "anchors": int(len(anchors)), "target": rows,
             "best_scan": {"expression": best(driver, "expression"), "lips": best(driver, "lips")},
-            "best_scan_vs_target": {"lips": best(target, "lips")}}
+            "best_scan_vs_target": {"lips": best(_target(data), "lips")}}
 
 
-def output_rows(bundle: str, outputs: list[str]) -> list[dict]:
+def output_rows(data: dict, outputs: list[str]) -> list[dict]:
     """Each output (DIR[:METHOD]) against the driver and against the matched k-0 target (MediaPipe)."""
     from reenact.evaluation import frames as frames_io
     from reenact.evaluation.metrics import expression_error
     from reenact.evaluation.score import output_landmarks
 
-    b = np.load(bundle, allow_pickle=True)
-    has = b["drv_has_face"].astype(bool)
-    driver = b["drv_raw_points"][has].astype(np.float64)
-    target = _targets(b, has, "matched", 0.0)
+    has, driver, target = data["has"], data["driver"], _target(data)
     rows = []
     for spec in outputs:
         folder, _, method = spec.partition(":")
@@ -105,10 +112,10 @@ def detector_noise(bundle: str) -> dict:
     from reenact.evaluation.metrics import expression_error
     from reenact.evaluation.score import output_landmarks
 
-    b = np.load(bundle, allow_pickle=True)
-    h = b["scan_has_face"].astype(bool)
-    crops = b["scan_crops"][h]
-    return _parts(expression_error(b["scan_points"][h].astype(np.float64), output_landmarks(crops, crops.shape[1])))
+    with np.load(bundle, allow_pickle=True) as b:
+        h = b["scan_has_face"].astype(bool)
+        crops, points = b["scan_crops"][h], b["scan_points"][h].astype(np.float64)
+    return _parts(expression_error(points, output_landmarks(crops, crops.shape[1])))
 
 
 def main(argv=None) -> int:
@@ -118,10 +125,8 @@ def main(argv=None) -> int:
     p.add_argument("--outputs", action="append", default=[], help="a produce folder, DIR[:METHOD] (repeatable)")
     p.add_argument("--noise", action="store_true", help="also the landmark detector's error on the scan frames")
     ns = p.parse_args(argv)
-    with np.load(ns.bundle, allow_pickle=True) as z:
-        if "scan_points" not in z.files:
-            raise SystemExit(f"{ns.bundle} has no self-scan (a --no-scan slice?): use the full bundle")
-    f = floors(ns.bundle, ns.k)
+    data = _load(ns.bundle)
+    f = floors(data, ns.k)
     print(f"bundle {ns.bundle}: {f['frames']} driving frames with a face, {f['anchors']} scan frames")
     print("| what (against the driver unless said) | expr err | lips | eyes |")
     print("|---|---|---|---|")
@@ -131,7 +136,7 @@ def main(argv=None) -> int:
     print(f"| best scan frame per driving frame (chosen by the metric) | {f['best_scan']['expression']:.4f} | "
           f"{f['best_scan']['lips']:.4f} | - |")
     print(f"| best scan frame vs the target (matched, k 0) | - | {f['best_scan_vs_target']['lips']:.4f} | - |")
-    for r in output_rows(ns.bundle, ns.outputs):
+    for r in output_rows(data, ns.outputs):
         d, t = r["vs_driver"], r["vs_target"]
         print(f"| {r['output']} (MediaPipe on the outputs) | {d['expression']:.4f} | {d['lips']:.4f} | "
               f"{d['eyes']:.4f} |")

@@ -29,12 +29,12 @@ DRIVING_KEYS = ("drv_keypoints", "drv_raw_points", "drv_crops", "drv_has_face", 
 PER_FRAME_METHODS = ("nearest", "paper")
 
 
-def driver_digest(path: str | Path) -> str:
-    """A short fingerprint of a bundle's whole driver (its keypoints and face flags): merge checks that the
-    full bundle it is given is the one the parts were sliced from, whatever its path."""
-    with np.load(path) as z:
-        h = hashlib.sha256(np.ascontiguousarray(z["drv_keypoints"]).tobytes())
-        h.update(np.ascontiguousarray(z["drv_has_face"]).tobytes())
+def driver_digest(arrays) -> str:
+    """A short fingerprint of a bundle's whole driver (its keypoints and face flags; `arrays`: the bundle's
+    arrays or its open .npz): merge checks that the full bundle it is given is the one the parts were
+    sliced from, whatever its path."""
+    h = hashlib.sha256(np.ascontiguousarray(arrays["drv_keypoints"]).tobytes())
+    h.update(np.ascontiguousarray(arrays["drv_has_face"]).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -52,7 +52,7 @@ def slice_bundle(path: str | Path, start: int = 0, end: int | None = None, out: 
     arrays = {k: (v[start:end] if k in DRIVING_KEYS else v) for k, v in b.arrays.items()
               if not (no_scan and k.startswith("scan_"))}
     meta = dict(b.meta, slice=[int(start), int(end)], source_bundle=str(Path(path).resolve()),
-                source_digest=driver_digest(path),
+                source_digest=driver_digest(b.arrays),
                 driving_frames=int(end - start), driving_frames_with_face=int(arrays["drv_has_face"].sum()))
     if no_scan:
         meta["scan_dropped"] = True
@@ -62,23 +62,25 @@ def slice_bundle(path: str | Path, start: int = 0, end: int | None = None, out: 
     return out
 
 
+def _part(d: Path) -> tuple:
+    """(dir, produce.json, (start, end), source bundle path, driver fingerprint or None) of one part."""
+    info = json.loads((d / "produce.json").read_text())
+    if "slice" in info:  # recorded by produce: the slice file itself need not be here
+        return d, info, tuple(info["slice"]), info["source_bundle"], info.get("source_digest")
+    # outputs of an older produce: the slice file must be where produce read it
+    if not Path(info["bundle"]).is_file():
+        raise ValueError(f"{d}: produced on {info['bundle']}, which is not here, and its produce.json "
+                         "does not record the slice (an older produce): slice the bundle again to that path")
+    meta, _ = read_meta(info["bundle"])
+    if "slice" not in meta:
+        raise ValueError(f"{d}: produced on {info['bundle']}, which is not a slice (reenact eval slice)")
+    return d, info, tuple(meta["slice"]), meta["source_bundle"], meta.get("source_digest")
+
+
 def _parts(part_dirs, bundle: str | Path | None):
     """[(dir, produce.json, (start, end))] in frame order, and the full bundle's path; ValueError unless the
     slices come from one bundle and cover its driving frames exactly once, in order."""
-    parts = []
-    for d in part_dirs:
-        info = json.loads((Path(d) / "produce.json").read_text())
-        if "slice" in info:  # recorded by produce: the slice file itself need not be here
-            sl, source, digest = info["slice"], info["source_bundle"], info.get("source_digest")
-        else:  # outputs of an older produce: the slice file must be where produce read it
-            if not Path(info["bundle"]).is_file():
-                raise ValueError(f"{d}: produced on {info['bundle']}, which is not here, and its produce.json "
-                                 "does not record the slice (an older produce): slice the bundle again to that path")
-            meta, _ = read_meta(info["bundle"])
-            if "slice" not in meta:
-                raise ValueError(f"{d}: produced on {info['bundle']}, which is not a slice (reenact eval slice)")
-            sl, source, digest = meta["slice"], meta["source_bundle"], meta.get("source_digest")
-        parts.append((Path(d), info, tuple(sl), source, digest))
+    parts = [_part(Path(d)) for d in part_dirs]
     if not parts:
         raise ValueError("no parts to merge")
     same = {p[4] for p in parts} if all(p[4] for p in parts) else {p[3] for p in parts}
@@ -89,8 +91,10 @@ def _parts(part_dirs, bundle: str | Path | None):
     if not full.is_file():
         raise ValueError(f"the full bundle {full} is not here: pass it with --bundle")
     digests = {p[4] for p in parts if p[4]}
-    if digests and digests != {driver_digest(full)}:
-        raise ValueError(f"the parts were sliced from another driver than the one of {full}")
+    if digests:
+        with np.load(full) as z:
+            if digests != {driver_digest(z)}:
+                raise ValueError(f"the parts were sliced from another driver than the one of {full}")
     parts.sort(key=lambda p: p[2][0])
     n, at = read_meta(full)[1], 0
     for d, _, (s, e), *_ in parts:
