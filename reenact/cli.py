@@ -758,7 +758,8 @@ def cmd_reenact(ns) -> int:
                                      edits=edits, steps=ns.steps, window=ns.window, motion=ns.motion,
                                      smoothing_sigma=ns.smoothing, opening_weight=ns.opening_weight,
                                      latent_sigma=ns.latent_sigma, init=ns.init, opening_range=ns.opening_range,
-                                     mouth_starts=ns.mouth_starts, person_version=ns.person_version, on_event=progress, **kwargs)
+                                     mouth_starts=ns.mouth_starts, delta_lr_scale=ns.delta_lr_scale,
+                                     person_version=ns.person_version, on_event=progress, **kwargs)
     finally:
         if progress:
             progress.close()
@@ -929,7 +930,7 @@ class _Demo:
                                              motion=ns.motion, opening_weight=ns.opening_weight,
                                              latent_sigma=ns.latent_sigma, init=ns.init,
                                              opening_range=ns.opening_range, mouth_starts=ns.mouth_starts,
-                                             on_event=progress, **kwargs)
+                                             delta_lr_scale=ns.delta_lr_scale, on_event=progress, **kwargs)
         finally:
             progress.close()
         self.timings["reenact_seconds"] = time.perf_counter() - t0
@@ -976,7 +977,8 @@ class _Demo:
                "driving_video": str(self.video), "max_frames": self.max_frames, "steps": self.steps,
                "motion": self.ns.motion, "opening_weight": self.ns.opening_weight,
                "latent_sigma": self.ns.latent_sigma, "init": self.ns.init or "auto",
-               "opening_range": self.ns.opening_range, "mouth_starts": self.ns.mouth_starts, "edit": self.edit,
+               "opening_range": self.ns.opening_range, "mouth_starts": self.ns.mouth_starts,
+               "delta_lr_scale": self.ns.delta_lr_scale, "edit": self.edit,
                "timings_seconds": {k: round(v, 2) for k, v in self.timings.items()},
                "outputs": {"result": str(self.out / "result.mp4"), "report": str(self.out / "report.html")},
                "errors": self.errors}
@@ -1046,10 +1048,12 @@ class _Demo:
         report.facts = [("profile", self.profile), ("device", self.info["device"]), ("person", self.ns.person),
                         ("driving video", str(self.video)), ("driving frames", str(self.max_frames or "all")),
                         ("optimizer steps/window", f"{self.steps or 'default'} / {self.ns.window or 'default'}"),
-                        ("motion / opening weight / latent sigma / init / opening range / mouth starts",
+                        ("motion / opening weight / latent sigma / init / opening range / mouth starts / "
+                         "delta lr scale",
                          f"{self.ns.motion} / {self.ns.opening_weight or 'default'} / "
                          f"{self.ns.latent_sigma or 'default'} / {self.ns.init or 'default'} / "
-                         f"{self.ns.opening_range or 'off'} / {self.ns.mouth_starts or 'off'}")]
+                         f"{self.ns.opening_range or 'off'} / {self.ns.mouth_starts or 'off'} / "
+                         f"{self.ns.delta_lr_scale or 'default'}")]
         report.outputs = [(label, name) for label, name in (
             ("result video (aligned crops)", "result.mp4"), ("paste-back video", "result_pasted.mp4"),
             ("edited video", "edited.mp4"), ("self-scan fixture", "selfscan/selfscan.mp4"),
@@ -1223,6 +1227,15 @@ def _mouth_starts(text: str) -> float:
     return v
 
 
+def _delta_lr_scale(text: str) -> float:
+    from reenact.client._common import MAX_DELTA_LR_SCALE
+
+    v = float(text)
+    if not 0 <= v <= MAX_DELTA_LR_SCALE:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be in 0..{MAX_DELTA_LR_SCALE:g}, got {text}")
+    return v
+
+
 def _add_stack_commands(sub, common) -> None:
     up = sub.add_parser("up", parents=[common], help="start the local stack (Triton + services on loopback)")
     up.add_argument("--detach", action="store_true", help="return after start; stop later with `reenact down`")
@@ -1296,6 +1309,11 @@ def _add_expression_args(p) -> None:
                         "warm start moved by -2S, -S, +S, +2S unit strengths; the lowest loss wins), 0..1.5 "
                         "(default 0 = off); eager optimizer only (a static-step stream refuses it); "
                         "docs/RESULTS.md \"fifth session\" measured 1")
+    p.add_argument("--delta-lr-scale", type=_delta_lr_scale, default=0.0, metavar="F",
+                   help="learning rate of the optimizer's per-layer offsets (delta) as a fraction of its learning "
+                        "rate, 0..10 (default 0 = the server's, 0.02); docs/RESULTS.md \"ninth session\" measured "
+                        "0.1 with the recommended setting for a driver of another identity (mouth-opening r >= 0.8 "
+                        "on all four enrollments of the wider-jaw fixture person)")
 
 
 def _add_reenact_commands(sub, common) -> None:

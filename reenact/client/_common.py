@@ -204,13 +204,15 @@ MOTIONS = ("", "absolute", "relative")
 INITS = ("", "auto", "anchor", "regressor", "mixed", "uniform", "random")  # optimizer start points ("" = default)
 MAX_OPENING_RANGE = 10.0  # the optimizer's bound on opening_range (0 = off; motion "relative" only)
 MAX_MOUTH_STARTS = 1.5  # the optimizer's bound on mouth_starts (0 = off; eager optimizer only)
+MAX_DELTA_LR_SCALE = 10.0  # the optimizer's bound on delta_lr_scale (0 = its default, 0.02)
 
 
 def reenact_header(person_id: str, *, output: str, frame_encoding: str, paste_back: bool, edits,
                    steps: int, window: int, fps: float, person_version: int, motion: str = "",
                    smoothing_sigma: float = 0.0, opening_weight: float = 0.0,
                    latent_sigma: float = 0.0, init: str | None = "",
-                   opening_range: float = 0.0, mouth_starts: float = 0.0) -> gateway_pb2.ReenactHeader:
+                   opening_range: float = 0.0, mouth_starts: float = 0.0,
+                   delta_lr_scale: float = 0.0) -> gateway_pb2.ReenactHeader:
     if not person_id:
         raise ValueError("person_id is required")
     if motion not in MOTIONS:
@@ -227,13 +229,17 @@ def reenact_header(person_id: str, *, output: str, frame_encoding: str, paste_ba
     mouth_starts = float(mouth_starts)
     if not (np.isfinite(mouth_starts) and 0.0 <= mouth_starts <= MAX_MOUTH_STARTS):
         raise ValueError(f"mouth_starts {mouth_starts!r}: a number in 0..{MAX_MOUTH_STARTS:g} (0 = off)")
+    delta_lr_scale = float(delta_lr_scale)
+    if not (np.isfinite(delta_lr_scale) and 0.0 <= delta_lr_scale <= MAX_DELTA_LR_SCALE):
+        raise ValueError(f"delta_lr_scale {delta_lr_scale!r}: a number in 0..{MAX_DELTA_LR_SCALE:g} "
+                         "(0 = the server's default, 0.02)")
     return gateway_pb2.ReenactHeader(
         person_id=person_id, person_version=int(person_version), output=output_kind(output),
         frame_encoding=image_encoding(frame_encoding), paste_back=bool(paste_back),
         edits=edits_to_proto(edits), steps=int(steps), window=int(window), fps=float(fps), motion=motion,
         smoothing_sigma=float(smoothing_sigma), opening_weight=float(opening_weight),
         latent_sigma=float(latent_sigma), init=init, opening_range=opening_range,
-        mouth_starts=mouth_starts)
+        mouth_starts=mouth_starts, delta_lr_scale=delta_lr_scale)
 
 
 def check_reenact_input(video, frames) -> None:

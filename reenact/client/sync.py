@@ -255,7 +255,8 @@ class Client:
                 frame_encoding: str = "png", decode: bool = True, chunk_size: int = c.CHUNK_BYTES,
                 motion: str = "", smoothing_sigma: float = 0.0, opening_weight: float = 0.0,
                 latent_sigma: float = 0.0, init: str | None = None, opening_range: float = 0.0,
-                mouth_starts: float = 0.0, timeout: float | None = ...) -> Iterator[ReenactEvent]:
+                mouth_starts: float = 0.0, delta_lr_scale: float = 0.0,
+                timeout: float | None = ...) -> Iterator[ReenactEvent]:
         """Reenact a driving video (path/bytes, streamed in chunks) or RGB frames with a person's generator.
 
         Yields Started, then Frame per driving frame (image None in output="video", which also yields
@@ -281,8 +282,12 @@ class Client:
         default, off) adds four candidate starts per frame, the warm start moved by -2s, -s, +s, +2s unit
         strengths along the person's mouth-opening edit direction, the lowest loss winning (eager optimizer
         only: a stream the optimizer runs as its static step raises InvalidArgumentError; docs/RESULTS.md
-        "fifth session" measured mouth_starts=1). Never retried (a reenactment is not idempotent); breaking
-        out of the loop cancels the call.
+        "fifth session" measured mouth_starts=1). delta_lr_scale: the learning rate of the optimizer's
+        per-layer offsets (delta) as a fraction of its learning rate, 0..10 (ValueError otherwise; 0 = the
+        server default, 0.02); docs/RESULTS.md "ninth session" measured delta_lr_scale=0.1 with the
+        recommended setting for a driver of another identity (mouth-opening r >= 0.8 on all four enrollments
+        of the wider-jaw fixture person). Never retried (a reenactment is not idempotent); breaking out of
+        the loop cancels the call.
         """
         c.check_reenact_input(video, frames)
         c.check_chunk_size(chunk_size)
@@ -290,7 +295,8 @@ class Client:
                                   edits=edits, steps=steps, window=window, fps=fps, person_version=person_version,
                                   motion=motion, smoothing_sigma=smoothing_sigma,
                                   opening_weight=opening_weight, latent_sigma=latent_sigma, init=init,
-                                  opening_range=opening_range, mouth_starts=mouth_starts)
+                                  opening_range=opening_range, mouth_starts=mouth_starts,
+                                  delta_lr_scale=delta_lr_scale)
         request_id = c.new_request_id()
         req_errors = c.RequestErrors()
         requests = req_errors.wrap(c.reenact_requests(header, video=video, frames=frames, chunk_size=chunk_size))

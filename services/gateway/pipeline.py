@@ -71,6 +71,7 @@ MAX_OPENING_WEIGHT = 1e6            # the optimizer's bound on opening_weight
 MAX_LATENT_SIGMA = 10.0             # the optimizer's bound on latent_sigma (0 = off, its default)
 MAX_OPENING_RANGE = 10.0            # the optimizer's bound on opening_range (0 = off, its default; motion relative)
 MAX_MOUTH_STARTS = 1.5              # the optimizer's bound on mouth_starts (0 = off, its default; eager engine only)
+MAX_DELTA_LR_SCALE = 10.0           # the optimizer's bound on delta_lr_scale (0 = its default, 0.02)
 INITS = ("auto", "anchor", "regressor", "mixed", "uniform", "random")  # the optimizer's start points ("" = auto)
 
 
@@ -149,6 +150,7 @@ class StreamSpec:
     init: str = ""                # optimizer start point of every frame ("" = default, auto)
     opening_range: float = 0.0    # optimizer soft map of the mouth opening into the scan's range (0 = off)
     mouth_starts: float = 0.0     # optimizer candidate starts along the mouth-opening direction (0 = off)
+    delta_lr_scale: float = 0.0   # optimizer learning rate of delta / learning_rate (0 = default, 0.02)
 
 
 @dataclass
@@ -365,7 +367,8 @@ class ReenactPipeline:
                                                    opening_weight=s.opening_weight,
                                                    latent_sigma=s.latent_sigma, init=s.init,
                                                    opening_range=s.opening_range,
-                                                   mouth_starts=s.mouth_starts)))
+                                                   mouth_starts=s.mouth_starts,
+                                                   delta_lr_scale=s.delta_lr_scale)))
         try:
             while (target := self.q_targets.get()) is not DONE:
                 with self._lock:
@@ -467,6 +470,7 @@ class ReenactPipeline:
                 "motion": s.motion or "absolute", "smoothing_sigma": s.smoothing_sigma,
                 "opening_weight": s.opening_weight, "latent_sigma": s.latent_sigma, "init": s.init or "auto",
                 "opening_range": s.opening_range, "mouth_starts": s.mouth_starts,
+                "delta_lr_scale": s.delta_lr_scale,
                 "frames_without_face": self.stats.without_face})
             self.finished = True
             st = self.stats

@@ -50,6 +50,7 @@ from services.gateway.edits import AnchorCache, parse_edits, render_ws
 from services.gateway.peers import Peers, peer_error
 from services.gateway.pipeline import (
     INITS,
+    MAX_DELTA_LR_SCALE,
     MAX_LATENT_SIGMA,
     MAX_MOUTH_STARTS,
     MAX_OPENING_RANGE,
@@ -119,6 +120,13 @@ def _expect_kind(req, want: str) -> None:
     if kind in ("chunk", "frame"):
         raise InvalidInputError.for_field(kind, "a stream carries either video chunks or frames, not both")
     raise InvalidInputError.for_field("header", "only the first message may carry the header")
+
+
+def _bounded(field: str, value: float, hi: float, zero: str) -> list[FieldViolation]:
+    """A violation on `field` when `value` is non-finite or outside 0..hi (`zero`: what 0 means)."""
+    if math.isfinite(value) and 0 <= value <= hi:
+        return []
+    return [FieldViolation(field, f"{value} outside 0..{hi:g} (0 = {zero})")]
 
 
 def _video_limits(cfg: GatewayConfig):
@@ -479,7 +487,7 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
             resolution=info.height, num_ws=info.num_ws, w_dim=info.w_dim, crop_size=self.cfg.crop_size,
             motion=h.motion, smoothing_sigma=h.smoothing_sigma, opening_weight=h.opening_weight,
             latent_sigma=h.latent_sigma, init=h.init, opening_range=h.opening_range,
-            mouth_starts=h.mouth_starts)
+            mouth_starts=h.mouth_starts, delta_lr_scale=h.delta_lr_scale)
 
     def _optimizer_violations(self, h: gateway_pb2.ReenactHeader) -> list[FieldViolation]:
         """The header's optimizer settings out of what the optimizer (or the stream's in-flight bound)
@@ -487,9 +495,7 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
         bad = []
         if not 0 <= h.steps <= MAX_STEPS:
             bad.append(FieldViolation("header.steps", f"{h.steps} outside 0..{MAX_STEPS} (0 = default)"))
-        if not (math.isfinite(h.opening_weight) and 0 <= h.opening_weight <= MAX_OPENING_WEIGHT):
-            bad.append(FieldViolation("header.opening_weight", f"{h.opening_weight} outside 0..{MAX_OPENING_WEIGHT:g} "
-                                      "(0 = the server default, off)"))
+        bad += _bounded("header.opening_weight", h.opening_weight, MAX_OPENING_WEIGHT, "the server default, off")
         latent_ok = math.isfinite(h.latent_sigma) and 0 <= h.latent_sigma <= MAX_LATENT_SIGMA
         if not latent_ok:
             bad.append(FieldViolation("header.latent_sigma", f"{h.latent_sigma} outside 0..{MAX_LATENT_SIGMA:g} "
@@ -516,9 +522,8 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
         elif h.opening_range > 0 and h.motion != "relative":
             bad.append(FieldViolation("header.opening_range", f"{h.opening_range:g} needs motion 'relative' (the "
                                       "scan's range is mapped around the person's reference)"))
-        if not (math.isfinite(h.mouth_starts) and 0 <= h.mouth_starts <= MAX_MOUTH_STARTS):
-            bad.append(FieldViolation("header.mouth_starts", f"{h.mouth_starts} outside "
-                                      f"0..{MAX_MOUTH_STARTS:g} (0 = the server default, off)"))
+        bad += _bounded("header.mouth_starts", h.mouth_starts, MAX_MOUTH_STARTS, "the server default, off")
+        bad += _bounded("header.delta_lr_scale", h.delta_lr_scale, MAX_DELTA_LR_SCALE, "the server default, 0.02")
         return bad
 
     def _max_window(self, sigma: float = 0.0, latent_sigma: float = 0.0) -> int:

@@ -211,11 +211,12 @@ def test_reenact_frames_with_paste_back(stub, store, enrolled, driving):
     meta = json.loads(store.get_bytes(next(k for k in keys if k.endswith("/meta.json"))))
     assert (meta["opening_weight"], meta["latent_sigma"], meta["init"]) == (4.0, 1.0, "mixed")
     assert (meta["opening_range"], meta["mouth_starts"]) == (0.0, 0.0)  # unset: off
+    assert meta["delta_lr_scale"] == 0.0  # unset: the optimizer's default
     print(f"reenact {DRIVING_FRAMES} frames (paste-back): {wall:.1f} s")
 
 
 def test_live_settings_return_each_frame_before_the_next_is_sent(stub, store, enrolled, driving):
-    """window 1 + smoothing off (+ relative motion, + the opening-ratio term, opening_range and mouth_starts,
+    """window 1 + smoothing off (+ relative motion, + the opening-ratio term, opening_range, mouth_starts and delta_lr_scale,
     which add no look-ahead): no stage waits for later frames, so a client can run in lockstep (send frame i, wait for its result, then
     send frame i+1). With the default smoothing (or latent_sigma > 0) this client would stall: the landmarks
     and optimizer look-aheads hold frame 0 until later frames arrive."""
@@ -228,7 +229,7 @@ def test_live_settings_return_each_frame_before_the_next_is_sent(stub, store, en
     def lockstep():
         yield g.ReenactRequest(header=g.ReenactHeader(person_id=PERSON, fps=fps, steps=2, window=1,
                                                       smoothing_sigma=-1, motion="relative", opening_weight=4,
-                                                      opening_range=2, mouth_starts=1,
+                                                      opening_range=2, mouth_starts=1, delta_lr_scale=0.1,
                                                       frame_encoding=types_pb2.IMAGE_ENCODING_RGB8))
         for i, f in enumerate(frames):
             yield g.ReenactRequest(frame=g.DrivingFrame(index=i, image=image_to_proto(f, types_pb2.IMAGE_ENCODING_RGB8)))
@@ -253,6 +254,7 @@ def test_live_settings_return_each_frame_before_the_next_is_sent(stub, store, en
     assert (meta["opening_weight"], meta["latent_sigma"], meta["init"]) == (4.0, 0.0, "auto")  # init unset
     assert meta["opening_range"] == 2.0  # reached the real optimizer's retargeter (motion relative)
     assert meta["mouth_starts"] == 1.0  # accepted by the real (eager, CPU) optimizer
+    assert meta["delta_lr_scale"] == 0.1
 
 
 @pytest.fixture(scope="module")
@@ -321,12 +323,13 @@ def test_unknown_person_and_bad_header(stub, enrolled, driving):
     assert err.code() == grpc.StatusCode.NOT_FOUND and "nobody" in err.details()
     err = rpc_error(lambda: list(stub.Reenact(frame_requests(frames[:1], fps, steps=-1, frame_encoding=77,
                                                              latent_sigma=11, init="best", opening_range=2,
-                                                             mouth_starts=2),
+                                                             mouth_starts=2, delta_lr_scale=11),
                                               timeout=30)))  # opening_range without motion "relative"
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert {f for f, _ in details_of(err)["violations"]} == {"header.steps", "header.frame_encoding",
                                                              "header.latent_sigma", "header.init",
-                                                             "header.opening_range", "header.mouth_starts"}
+                                                             "header.opening_range", "header.mouth_starts",
+                                                             "header.delta_lr_scale"}
 
 
 def test_bad_frame_mid_stream_stores_nothing(stub, store, enrolled, driving):

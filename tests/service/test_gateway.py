@@ -262,9 +262,20 @@ def test_reenact_bad_header(rig):
         err = rpc_error(lambda s=s: list(stub.Reenact(iter([g.ReenactRequest(header=g.ReenactHeader(
             person_id="nobody", mouth_starts=s))]), timeout=30)))
         assert err.code() == grpc.StatusCode.NOT_FOUND, s  # a valid mouth_starts; the person is unknown
+    # delta_lr_scale: finite, 0..10 (0 = the optimizer's default, 0.02)
+    for v in (-1.0, 10.01, 11.0, float("nan"), float("inf")):
+        err = rpc_error(lambda v=v: list(stub.Reenact(iter([g.ReenactRequest(header=g.ReenactHeader(
+            person_id="nobody", delta_lr_scale=v))]), timeout=30)))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, v
+        assert {f for f, _ in details_of(err)["violations"]} == {"header.delta_lr_scale"}, v
+    for v in (0.1, 10.0):
+        err = rpc_error(lambda v=v: list(stub.Reenact(iter([g.ReenactRequest(header=g.ReenactHeader(
+            person_id="nobody", delta_lr_scale=v))]), timeout=30)))
+        assert err.code() == grpc.StatusCode.NOT_FOUND, v  # a valid delta_lr_scale; the person is unknown
     # the gateway checks what the optimizer accepts (it must not import the torch engine: the lists and bounds are kept
     # in step here), and the SDK refuses the same values locally
     from reenact.client._common import INITS as SDK_INITS
+    from reenact.client._common import MAX_DELTA_LR_SCALE as SDK_MAX_DELTA_LR_SCALE
     from reenact.client._common import MAX_MOUTH_STARTS as SDK_MAX_MOUTH_STARTS
     from reenact.client._common import MAX_OPENING_RANGE as SDK_MAX_OPENING_RANGE
     from reenact.client._common import MOTIONS as SDK_MOTIONS
@@ -276,6 +287,7 @@ def test_reenact_bad_header(rig):
     from reenact.optimize.retarget import MAX_OPENING_RANGE as ENGINE_MAX_OPENING_RANGE
     from services.gateway.pipeline import (
         INITS,
+        MAX_DELTA_LR_SCALE,
         MAX_LATENT_SIGMA,
         MAX_MOUTH_STARTS,
         MAX_OPENING_RANGE,
@@ -288,11 +300,13 @@ def test_reenact_bad_header(rig):
     assert INITS == ENGINE_INITS and set(SDK_INITS) == {"", *ENGINE_INITS}
     assert MAX_OPENING_RANGE == ENGINE_MAX_OPENING_RANGE == SDK_MAX_OPENING_RANGE
     assert MAX_MOUTH_STARTS == ENGINE_MAX_MOUTH_STEP == SDK_MAX_MOUTH_STARTS
+    assert MAX_DELTA_LR_SCALE == SDK_MAX_DELTA_LR_SCALE
     OptimizerOptions(opening_weight=MAX_OPENING_WEIGHT, latent_sigma=MAX_LATENT_SIGMA, motion="relative",
-                     opening_range=MAX_OPENING_RANGE, mouth_starts=MAX_MOUTH_STARTS).validate()
+                     opening_range=MAX_OPENING_RANGE, mouth_starts=MAX_MOUTH_STARTS,
+                     delta_lr_scale=MAX_DELTA_LR_SCALE).validate()
     for bad in ({"opening_weight": MAX_OPENING_WEIGHT * 1.01}, {"latent_sigma": MAX_LATENT_SIGMA + 0.01},
                 {"opening_range": MAX_OPENING_RANGE + 0.01, "motion": "relative"}, {"opening_range": 1.0},
-                {"mouth_starts": MAX_MOUTH_STARTS + 0.01}):
+                {"mouth_starts": MAX_MOUTH_STARTS + 0.01}, {"delta_lr_scale": MAX_DELTA_LR_SCALE + 0.01}):
         with pytest.raises(InvalidInputError, match=next(iter(bad))):
             OptimizerOptions(**bad).validate()
     # smoothing off frees the look-ahead: a window too large with the default smoothing fits without it
@@ -453,27 +467,27 @@ def test_reenact_driving_video_within_the_limits_reaches_the_peers(rig, limited_
 
 def test_reenact_motion_and_smoothing_reach_the_landmarks_and_optimizer_streams(rig, limited_person, spied_peers):
     """The header's live settings configure both peers: TrackConfig.smoothing_sigma and the optimizer's
-    keypoint_sigma / motion / window / opening_weight / latent_sigma / init / opening_range / mouth_starts
-    (defaults stay 0 / "" = each service's own default)."""
+    keypoint_sigma / motion / window / opening_weight / latent_sigma / init / opening_range / mouth_starts /
+    delta_lr_scale (defaults stay 0 / "" = each service's own default)."""
     PeerSpy.firsts.clear()
     video = [encode_video(_frames(3, 32), 30)]
     err = rpc_error(lambda: reenact_video(rig, limited_person, video, motion="relative", smoothing_sigma=-1, window=1,
                                           opening_weight=4, latent_sigma=1, init="mixed", opening_range=2,
-                                          mouth_starts=1))
+                                          mouth_starts=1, delta_lr_scale=0.1))
     assert err.code() == grpc.StatusCode.UNAVAILABLE  # the optimizer is down at this point
     track = PeerSpy.firsts["landmarks.TrackFrames"].config
     opts = PeerSpy.firsts["optimizer.Optimize"].config.options
     assert track.smoothing_sigma == -1.0
     assert (opts.motion, opts.keypoint_sigma, opts.window) == ("relative", -1.0, 1)
     assert (opts.opening_weight, opts.latent_sigma, opts.init, opts.opening_range) == (4.0, 1.0, "mixed", 2.0)
-    assert opts.mouth_starts == 1.0
+    assert (opts.mouth_starts, opts.delta_lr_scale) == (1.0, 0.1)
     PeerSpy.firsts.clear()
     rpc_error(lambda: reenact_video(rig, limited_person, video))
     assert PeerSpy.firsts["landmarks.TrackFrames"].config.smoothing_sigma == 0.0
     opts = PeerSpy.firsts["optimizer.Optimize"].config.options
     assert (opts.motion, opts.keypoint_sigma, opts.window) == ("", 0.0, 0)
     assert (opts.opening_weight, opts.latent_sigma, opts.init, opts.opening_range) == (0.0, 0.0, "", 0.0)
-    assert opts.mouth_starts == 0.0
+    assert (opts.mouth_starts, opts.delta_lr_scale) == (0.0, 0.0)  # 0: the optimizer's default (0.02)
 
 
 def test_trainer_down_is_unavailable_and_leaves_no_upload(rig, face_video):
