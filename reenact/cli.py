@@ -1209,31 +1209,25 @@ def _positive_int(text: str) -> int:
     return v
 
 
-def _opening_range(text: str) -> float:
-    from reenact.client._common import MAX_OPENING_RANGE
+def _up_to(bound: str):
+    """An argparse type: a float in 0..reenact.client._common.<bound> (nan refused), named for argparse's
+    messages after the option it parses."""
+    def parse(text: str) -> float:
+        from reenact.client import _common
 
-    v = float(text)
-    if not 0 <= v <= MAX_OPENING_RANGE:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be in 0..{MAX_OPENING_RANGE:g}, got {text}")
-    return v
+        hi = getattr(_common, bound)
+        v = float(text)
+        if not 0 <= v <= hi:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be in 0..{hi:g}, got {text}")
+        return v
 
-
-def _mouth_starts(text: str) -> float:
-    from reenact.client._common import MAX_MOUTH_STARTS
-
-    v = float(text)
-    if not 0 <= v <= MAX_MOUTH_STARTS:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be in 0..{MAX_MOUTH_STARTS:g}, got {text}")
-    return v
+    parse.__name__ = "_" + bound.removeprefix("MAX_").lower()
+    return parse
 
 
-def _delta_lr_scale(text: str) -> float:
-    from reenact.client._common import MAX_DELTA_LR_SCALE
-
-    v = float(text)
-    if not 0 <= v <= MAX_DELTA_LR_SCALE:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be in 0..{MAX_DELTA_LR_SCALE:g}, got {text}")
-    return v
+_opening_range = _up_to("MAX_OPENING_RANGE")
+_mouth_starts = _up_to("MAX_MOUTH_STARTS")
+_delta_lr_scale = _up_to("MAX_DELTA_LR_SCALE")
 
 
 def _add_stack_commands(sub, common) -> None:

@@ -207,6 +207,14 @@ MAX_MOUTH_STARTS = 1.5  # the optimizer's bound on mouth_starts (0 = off; eager 
 MAX_DELTA_LR_SCALE = 10.0  # the optimizer's bound on delta_lr_scale (0 = its default, 0.02)
 
 
+def _bounded(name: str, value, hi: float, zero: str) -> float:
+    """float(value), or ValueError naming `name` when it is non-finite or outside 0..hi (`zero`: what 0 means)."""
+    v = float(value)
+    if not (np.isfinite(v) and 0.0 <= v <= hi):
+        raise ValueError(f"{name} {v!r}: a number in 0..{hi:g} (0 = {zero})")
+    return v
+
+
 def reenact_header(person_id: str, *, output: str, frame_encoding: str, paste_back: bool, edits,
                    steps: int, window: int, fps: float, person_version: int, motion: str = "",
                    smoothing_sigma: float = 0.0, opening_weight: float = 0.0,
@@ -221,18 +229,11 @@ def reenact_header(person_id: str, *, output: str, frame_encoding: str, paste_ba
     if init not in INITS:
         raise ValueError(f"init {init!r}: one of {', '.join(repr(i) for i in INITS[1:])} (or '' / None for the "
                          "server's default, 'auto')")
-    opening_range = float(opening_range)
-    if not (np.isfinite(opening_range) and 0.0 <= opening_range <= MAX_OPENING_RANGE):
-        raise ValueError(f"opening_range {opening_range!r}: a number in 0..{MAX_OPENING_RANGE:g} (0 = off)")
+    opening_range = _bounded("opening_range", opening_range, MAX_OPENING_RANGE, "off")
     if opening_range > 0 and motion != "relative":
         raise ValueError(f"opening_range {opening_range:g} needs motion='relative'")
-    mouth_starts = float(mouth_starts)
-    if not (np.isfinite(mouth_starts) and 0.0 <= mouth_starts <= MAX_MOUTH_STARTS):
-        raise ValueError(f"mouth_starts {mouth_starts!r}: a number in 0..{MAX_MOUTH_STARTS:g} (0 = off)")
-    delta_lr_scale = float(delta_lr_scale)
-    if not (np.isfinite(delta_lr_scale) and 0.0 <= delta_lr_scale <= MAX_DELTA_LR_SCALE):
-        raise ValueError(f"delta_lr_scale {delta_lr_scale!r}: a number in 0..{MAX_DELTA_LR_SCALE:g} "
-                         "(0 = the server's default, 0.02)")
+    mouth_starts = _bounded("mouth_starts", mouth_starts, MAX_MOUTH_STARTS, "off")
+    delta_lr_scale = _bounded("delta_lr_scale", delta_lr_scale, MAX_DELTA_LR_SCALE, "the server's default, 0.02")
     return gateway_pb2.ReenactHeader(
         person_id=person_id, person_version=int(person_version), output=output_kind(output),
         frame_encoding=image_encoding(frame_encoding), paste_back=bool(paste_back),
