@@ -759,7 +759,7 @@ def cmd_reenact(ns) -> int:
                                      smoothing_sigma=ns.smoothing, opening_weight=ns.opening_weight,
                                      latent_sigma=ns.latent_sigma, init=ns.init, opening_range=ns.opening_range,
                                      mouth_starts=ns.mouth_starts, delta_lr_scale=ns.delta_lr_scale,
-                                     person_version=ns.person_version, on_event=progress, **kwargs)
+                                     lip_warp=ns.lip_warp, person_version=ns.person_version, on_event=progress, **kwargs)
     finally:
         if progress:
             progress.close()
@@ -930,7 +930,8 @@ class _Demo:
                                              motion=ns.motion, opening_weight=ns.opening_weight,
                                              latent_sigma=ns.latent_sigma, init=ns.init,
                                              opening_range=ns.opening_range, mouth_starts=ns.mouth_starts,
-                                             delta_lr_scale=ns.delta_lr_scale, on_event=progress, **kwargs)
+                                             delta_lr_scale=ns.delta_lr_scale, lip_warp=ns.lip_warp,
+                                             on_event=progress, **kwargs)
         finally:
             progress.close()
         self.timings["reenact_seconds"] = time.perf_counter() - t0
@@ -978,7 +979,7 @@ class _Demo:
                "motion": self.ns.motion, "opening_weight": self.ns.opening_weight,
                "latent_sigma": self.ns.latent_sigma, "init": self.ns.init or "auto",
                "opening_range": self.ns.opening_range, "mouth_starts": self.ns.mouth_starts,
-               "delta_lr_scale": self.ns.delta_lr_scale, "edit": self.edit,
+               "delta_lr_scale": self.ns.delta_lr_scale, "lip_warp": self.ns.lip_warp, "edit": self.edit,
                "timings_seconds": {k: round(v, 2) for k, v in self.timings.items()},
                "outputs": {"result": str(self.out / "result.mp4"), "report": str(self.out / "report.html")},
                "errors": self.errors}
@@ -1049,11 +1050,11 @@ class _Demo:
                         ("driving video", str(self.video)), ("driving frames", str(self.max_frames or "all")),
                         ("optimizer steps/window", f"{self.steps or 'default'} / {self.ns.window or 'default'}"),
                         ("motion / opening weight / latent sigma / init / opening range / mouth starts / "
-                         "delta lr scale",
+                         "delta lr scale / lip warp",
                          f"{self.ns.motion} / {self.ns.opening_weight or 'default'} / "
                          f"{self.ns.latent_sigma or 'default'} / {self.ns.init or 'default'} / "
                          f"{self.ns.opening_range or 'off'} / {self.ns.mouth_starts or 'off'} / "
-                         f"{self.ns.delta_lr_scale or 'default'}")]
+                         f"{self.ns.delta_lr_scale or 'default'} / {self.ns.lip_warp or 'off'}")]
         report.outputs = [(label, name) for label, name in (
             ("result video (aligned crops)", "result.mp4"), ("paste-back video", "result_pasted.mp4"),
             ("edited video", "edited.mp4"), ("self-scan fixture", "selfscan/selfscan.mp4"),
@@ -1228,6 +1229,7 @@ def _up_to(bound: str):
 _opening_range = _up_to("MAX_OPENING_RANGE")
 _mouth_starts = _up_to("MAX_MOUTH_STARTS")
 _delta_lr_scale = _up_to("MAX_DELTA_LR_SCALE")
+_lip_warp = _up_to("MAX_LIP_WARP")
 
 
 def _add_stack_commands(sub, common) -> None:
@@ -1308,6 +1310,11 @@ def _add_expression_args(p) -> None:
                         "rate, 0..10 (default 0 = the server's, 0.02); docs/RESULTS.md \"ninth session\" measured "
                         "0.1 with the recommended setting for a driver of another identity (mouth-opening r >= 0.8 "
                         "on all four enrollments of the wider-jaw fixture person)")
+    p.add_argument("--lip-warp", type=_lip_warp, default=0.0, metavar="G",
+                   help="residual lip warp of every output frame, the fraction G (0..1, default 0 = off) of the "
+                        "way to the optimizer's lip target: the lip shapes the person's generator does not draw "
+                        "(reenact.lipwarp; stored, `render` without edits applies it again); docs/RESULTS.md "
+                        "\"tenth session\" measured 1")
 
 
 def _add_reenact_commands(sub, common) -> None:

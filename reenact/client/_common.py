@@ -205,6 +205,7 @@ INITS = ("", "auto", "anchor", "regressor", "mixed", "uniform", "random")  # opt
 MAX_OPENING_RANGE = 10.0  # the optimizer's bound on opening_range (0 = off; motion "relative" only)
 MAX_MOUTH_STARTS = 1.5  # the optimizer's bound on mouth_starts (0 = off; eager optimizer only)
 MAX_DELTA_LR_SCALE = 10.0  # the optimizer's bound on delta_lr_scale (0 = its default, 0.02)
+MAX_LIP_WARP = 1.0  # the optimizer's bound on lip_warp (0 = off)
 
 
 def _bounded(name: str, value, hi: float, zero: str) -> float:
@@ -220,7 +221,7 @@ def reenact_header(person_id: str, *, output: str, frame_encoding: str, paste_ba
                    smoothing_sigma: float = 0.0, opening_weight: float = 0.0,
                    latent_sigma: float = 0.0, init: str | None = "",
                    opening_range: float = 0.0, mouth_starts: float = 0.0,
-                   delta_lr_scale: float = 0.0) -> gateway_pb2.ReenactHeader:
+                   delta_lr_scale: float = 0.0, lip_warp: float = 0.0) -> gateway_pb2.ReenactHeader:
     if not person_id:
         raise ValueError("person_id is required")
     if motion not in MOTIONS:
@@ -234,13 +235,14 @@ def reenact_header(person_id: str, *, output: str, frame_encoding: str, paste_ba
         raise ValueError(f"opening_range {opening_range:g} needs motion='relative'")
     mouth_starts = _bounded("mouth_starts", mouth_starts, MAX_MOUTH_STARTS, "off")
     delta_lr_scale = _bounded("delta_lr_scale", delta_lr_scale, MAX_DELTA_LR_SCALE, "the server's default, 0.02")
+    lip_warp = _bounded("lip_warp", lip_warp, MAX_LIP_WARP, "off")
     return gateway_pb2.ReenactHeader(
         person_id=person_id, person_version=int(person_version), output=output_kind(output),
         frame_encoding=image_encoding(frame_encoding), paste_back=bool(paste_back),
         edits=edits_to_proto(edits), steps=int(steps), window=int(window), fps=float(fps), motion=motion,
         smoothing_sigma=float(smoothing_sigma), opening_weight=float(opening_weight),
         latent_sigma=float(latent_sigma), init=init, opening_range=opening_range,
-        mouth_starts=mouth_starts, delta_lr_scale=delta_lr_scale)
+        mouth_starts=mouth_starts, delta_lr_scale=delta_lr_scale, lip_warp=lip_warp)
 
 
 def check_reenact_input(video, frames) -> None:

@@ -212,7 +212,7 @@ class AsyncClient:
                       decode: bool = True, chunk_size: int = c.CHUNK_BYTES, motion: str = "",
                       smoothing_sigma: float = 0.0, opening_weight: float = 0.0, latent_sigma: float = 0.0,
                       init: str | None = None, opening_range: float = 0.0,
-                      mouth_starts: float = 0.0, delta_lr_scale: float = 0.0,
+                      mouth_starts: float = 0.0, delta_lr_scale: float = 0.0, lip_warp: float = 0.0,
                       timeout: float | None = ...) -> AsyncIterator[ReenactEvent]:
         """As `Client.reenact`; frames may also be an async iterable."""
         c.check_reenact_input(video, frames)
@@ -222,7 +222,7 @@ class AsyncClient:
                                   motion=motion, smoothing_sigma=smoothing_sigma,
                                   opening_weight=opening_weight, latent_sigma=latent_sigma, init=init,
                                   opening_range=opening_range, mouth_starts=mouth_starts,
-                                  delta_lr_scale=delta_lr_scale)
+                                  delta_lr_scale=delta_lr_scale, lip_warp=lip_warp)
 
         async def requests():
             if video is not None or not hasattr(frames, "__aiter__"):

@@ -255,7 +255,7 @@ class Client:
                 frame_encoding: str = "png", decode: bool = True, chunk_size: int = c.CHUNK_BYTES,
                 motion: str = "", smoothing_sigma: float = 0.0, opening_weight: float = 0.0,
                 latent_sigma: float = 0.0, init: str | None = None, opening_range: float = 0.0,
-                mouth_starts: float = 0.0, delta_lr_scale: float = 0.0,
+                mouth_starts: float = 0.0, delta_lr_scale: float = 0.0, lip_warp: float = 0.0,
                 timeout: float | None = ...) -> Iterator[ReenactEvent]:
         """Reenact a driving video (path/bytes, streamed in chunks) or RGB frames with a person's generator.
 
@@ -286,7 +286,11 @@ class Client:
         per-layer offsets (delta) as a fraction of its learning rate, 0..10 (ValueError otherwise; 0 = the
         server default, 0.02); docs/RESULTS.md "ninth session" measured delta_lr_scale=0.1 with the
         recommended setting for a driver of another identity (mouth-opening r >= 0.8 on all four enrollments
-        of the wider-jaw fixture person). Never retried (a reenactment is not idempotent); breaking out of
+        of the wider-jaw fixture person). lip_warp: 0..1 (ValueError otherwise; 0 = off, the default), a
+        residual lip warp of every output frame that fraction of the way to the optimizer's lip target (the
+        lip shapes the person's generator does not draw; reenact.lipwarp); stored with the reenactment, so
+        `render` without edits applies it again (docs/RESULTS.md "tenth session" measures lip_warp=1).
+        Never retried (a reenactment is not idempotent); breaking out of
         the loop cancels the call.
         """
         c.check_reenact_input(video, frames)
@@ -296,7 +300,7 @@ class Client:
                                   motion=motion, smoothing_sigma=smoothing_sigma,
                                   opening_weight=opening_weight, latent_sigma=latent_sigma, init=init,
                                   opening_range=opening_range, mouth_starts=mouth_starts,
-                                  delta_lr_scale=delta_lr_scale)
+                                  delta_lr_scale=delta_lr_scale, lip_warp=lip_warp)
         request_id = c.new_request_id()
         req_errors = c.RequestErrors()
         requests = req_errors.wrap(c.reenact_requests(header, video=video, frames=frames, chunk_size=chunk_size))

@@ -358,6 +358,17 @@ def run_paper(bundle: Bundle, person: LoadedPerson, device: str, net, steps: int
             "engine_keypoint_error": np.array(kp_err), "options": dataclasses.asdict(opts)}
 
 
+def apply_lip_warps(frames: np.ndarray, results) -> np.ndarray:
+    """The engine's residual lip warps (FrameResult.lip_src / lip_dst, options.lip_warp > 0) applied to the
+    frames rendered from its latents, as the gateway applies them (reenact.lipwarp); unchanged without."""
+    from reenact.lipwarp import warp_lips
+
+    for i, r in enumerate(results):
+        if r.lip_src is not None:
+            frames[i] = warp_lips(frames[i], r.lip_src, r.lip_dst)
+    return frames
+
+
 def run_ours(bundle: Bundle, person: LoadedPerson, device: str, net, options) -> dict:
     from reenact.optimize import ReenactmentOptimizer
 
@@ -369,7 +380,7 @@ def run_ours(bundle: Bundle, person: LoadedPerson, device: str, net, options) ->
     for t in targets(bundle):
         results += opt.push(t)
     results += opt.flush()
-    frames = render(m.G, np.stack([r.ws for r in results]), device)
+    frames = apply_lip_warps(render(m.G, np.stack([r.ws for r in results]), device), results)
     sync(device)
     return {"frames": frames, "seconds": time.perf_counter() - t0, "steps": np.array([r.steps for r in results]),
             "engine_keypoint_error": np.array([r.keypoint_error for r in results]),

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from reenact import lipwarp
 from reenact.errors import CancelledError, InvalidInputError, PreconditionError
 from reenact.face.smooth import StreamingSmoother
 from reenact.models import pplus as pp
@@ -101,6 +102,10 @@ class OptimizerOptions:
     # unit strengths: one standard deviation of the anchors' mouth ratio) along the person's mouth-opening
     # direction (reenact.edit.directions); the loss picks, as for the other starts. 0 = off.
     mouth_starts: float = 0.0
+    # > 0: each returned frame also carries a residual lip warp (reenact.lipwarp): its lips as the landmark
+    # model sees them at the returned latent (lip_src) and where that fraction of the way to the target's lip
+    # shape puts them (lip_dst). Whoever renders the latent applies it (the gateway, the evaluation). 0 = off.
+    lip_warp: float = 0.0
 
     def override(self, **kw) -> OptimizerOptions:
         """A copy with the given fields; 0 / empty values mean 'unset' (proto defaults) and are ignored."""
@@ -149,6 +154,7 @@ class OptimizerOptions:
             range_ok = "needs motion 'relative' (the scan's range is mapped around the person's reference)"
         yield "opening_range", range_ok
         yield "mouth_starts", real(self.mouth_starts, 0.0, MAX_MOUTH_STEP)
+        yield "lip_warp", real(self.lip_warp, 0.0, lipwarp.MAX_GAIN)
 
 
 @dataclass
@@ -169,6 +175,8 @@ class FrameResult:
     losses: dict[str, float]     # LOSS_NAMES at the returned point ({} for a frame without a face)
     steps: int
     keypoint_error: float        # mean 2-D distance over the subset / inter-ocular distance (NaN: no face)
+    lip_src: np.ndarray | None = None  # float32 [40, 2] at R: the rendered lips (options.lip_warp > 0)
+    lip_dst: np.ndarray | None = None  # float32 [40, 2] at R: where the residual lip warp moves them
 
 
 @dataclass
@@ -269,6 +277,8 @@ class ReenactmentOptimizer:
             raise InvalidInputError.for_field("options.mouth_starts", "the static step has no mouth starts (eager "
                                                                       "engine only)")
         self._static_step = None
+        self._goals: dict[int, np.ndarray] = {}  # lip_warp > 0: each face frame's target until it is returned
+        self._last_lips: tuple[np.ndarray, np.ndarray] | None = None
 
     def _mouth_direction(self):
         """The person's mouth-opening edit direction (reenact.edit.directions, fitted on the anchors' codes
@@ -304,7 +314,7 @@ class ReenactmentOptimizer:
         raw, goal = self.accept(target)
         for payload, smoothed in self._smoother.push(goal, (target, raw)):
             self._ready.append(_Frame(payload[0], smoothed, payload[1]))
-        return self._smooth_latents(self._run_full_windows())
+        return self._with_lips(self._smooth_latents(self._run_full_windows()))
 
     def accept(self, target: Target) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Validate the next target (index order) and return (raw, goal) keypoints [478, 3] at R: its own
@@ -324,7 +334,31 @@ class ReenactmentOptimizer:
         if self._ready:
             out += self._run_window(self._ready)
             self._ready = []
-        return self._smooth_latents(out, flush=True)
+        return self._with_lips(self._smooth_latents(out, flush=True))
+
+    def _with_lips(self, results: list[FrameResult]) -> list[FrameResult]:
+        """lip_warp > 0: each result with its residual lip warp (lip_src, lip_dst) at the latent it returns,
+        measured by the landmark model on that latent's render (one forward per frame, no gradient); a frame
+        without a face repeats the previous warp with the previous latent."""
+        if self.options.lip_warp <= 0:
+            return results
+        face = [r for r in results if r.losses and r.index in self._goals]
+        shifts = {}
+        for i in range(0, len(face), self.options.window):
+            chunk = face[i:i + self.options.window]
+            ws = torch.from_numpy(np.stack([r.ws for r in chunk])).to(self.device)
+            with torch.no_grad():
+                _, kp = _render_measure(self.person.G, self.net, self.affine, ws, self.bf16)
+            for r, points in zip(chunk, _np(kp), strict=True):
+                shifts[r.index] = lipwarp.lip_shift(points, self._goals[r.index], self.options.lip_warp)
+        out = []
+        for r in results:
+            self._goals.pop(r.index, None)
+            if r.index in shifts:
+                self._last_lips = shifts[r.index]
+            lips = shifts.get(r.index, self._last_lips)
+            out.append(r if lips is None else dataclasses.replace(r, lip_src=lips[0].copy(), lip_dst=lips[1].copy()))
+        return out
 
     def _smooth_latents(self, results: list[FrameResult], flush: bool = False) -> list[FrameResult]:
         """latent_sigma > 0: Gaussian-smoothed (alpha, delta) over the face frames, ws recomputed (the
@@ -368,6 +402,8 @@ class ReenactmentOptimizer:
 
     def _run_window(self, frames: list[_Frame]) -> list[FrameResult]:
         faces = [f for f in frames if f.smoothed is not None]
+        if self.options.lip_warp > 0:
+            self._goals.update((f.target.index, f.smoothed) for f in faces)
         done: dict[int, FrameResult] = {}
         if self.static:
             if faces:

@@ -51,3 +51,13 @@ def paste_back(frame: np.ndarray, face: np.ndarray, crop_to_source: np.ndarray |
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)[..., None]
     out = frame.astype(np.float32) * (1.0 - mask) + warped.astype(np.float32) * mask
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def lip_warped(image: np.ndarray, src: np.ndarray | None, dst: np.ndarray | None, resolution: int) -> np.ndarray:
+    """`image` (a generated aligned face) with its residual lip warp applied (reenact.lipwarp): `src`/`dst`
+    [40, 2] in pixels of the generator's `resolution`; unchanged for None or a NaN row (no warp stored)."""
+    if src is None or dst is None or not (np.isfinite(src).all() and np.isfinite(dst).all()):
+        return image
+    from reenact.lipwarp import warp_lips
+
+    return warp_lips(image, src, dst, scale=image.shape[0] / float(resolution))

@@ -45,9 +45,10 @@ from reenact.api.gateway.v1 import gateway_pb2
 from reenact.api.landmarks.v1 import landmarks_pb2
 from reenact.api.optimizer.v1 import optimizer_pb2
 from reenact.errors import CancelledError, InternalError, ReenactError
+from reenact.lipwarp import NUM_LIP_POINTS
 from reenact.runtime.deadlines import time_left
 from reenact.wire import affine_from_proto, image_to_proto, tensor_from_proto
-from services.gateway.compose import paste_back
+from services.gateway.compose import lip_warped, paste_back
 from services.gateway.edits import PersonAnchors, render_ws
 from services.gateway.peers import Peers, peer_error
 from services.gateway.reenactments import ReenactmentWriter
@@ -72,6 +73,7 @@ MAX_LATENT_SIGMA = 10.0             # the optimizer's bound on latent_sigma (0 =
 MAX_OPENING_RANGE = 10.0            # the optimizer's bound on opening_range (0 = off, its default; motion relative)
 MAX_MOUTH_STARTS = 1.5              # the optimizer's bound on mouth_starts (0 = off, its default; eager engine only)
 MAX_DELTA_LR_SCALE = 10.0           # the optimizer's bound on delta_lr_scale (0 = its default, 0.02)
+MAX_LIP_WARP = 1.0                  # the optimizer's bound on lip_warp (reenact.lipwarp.MAX_GAIN; 0 = off)
 INITS = ("auto", "anchor", "regressor", "mixed", "uniform", "random")  # the optimizer's start points ("" = auto)
 
 
@@ -151,6 +153,7 @@ class StreamSpec:
     opening_range: float = 0.0    # optimizer soft map of the mouth opening into the scan's range (0 = off)
     mouth_starts: float = 0.0     # optimizer candidate starts along the mouth-opening direction (0 = off)
     delta_lr_scale: float = 0.0   # optimizer learning rate of delta / learning_rate (0 = default, 0.02)
+    lip_warp: float = 0.0         # residual lip warp, fraction of the way to the target's lip shape (0 = off)
 
 
 @dataclass
@@ -368,7 +371,8 @@ class ReenactPipeline:
                                                    latent_sigma=s.latent_sigma, init=s.init,
                                                    opening_range=s.opening_range,
                                                    mouth_starts=s.mouth_starts,
-                                                   delta_lr_scale=s.delta_lr_scale)))
+                                                   delta_lr_scale=s.delta_lr_scale,
+                                                   lip_warp=s.lip_warp)))
         try:
             while (target := self.q_targets.get()) is not DONE:
                 with self._lock:
@@ -428,8 +432,19 @@ class ReenactPipeline:
             if self.metrics is not None:
                 self.metrics.render_batch.observe(len(batch))
             for i, r in enumerate(batch):
-                self.q_out.put((r, alpha[i], delta[i], ws[i], images[i], per_frame))
+                lips = self._lips(r)
+                image = images[i] if lips is None or s.edits else lip_warped(images[i], *lips, s.resolution)
+                self.q_out.put((r, alpha[i], delta[i], ws[i], image, per_frame, lips))
         self.q_out.put(DONE)
+
+    @staticmethod
+    def _lips(r: optimizer_pb2.OptimizeResponse) -> tuple[np.ndarray, np.ndarray] | None:
+        """The response's residual lip warp (lip_src, lip_dst) [40, 2] each, or None (lip_warp off)."""
+        if not r.HasField("lip_src"):
+            return None
+        shape = (NUM_LIP_POINTS, 2)
+        return (tensor_from_proto(r.lip_src, field="lip_src", shape=shape),
+                tensor_from_proto(r.lip_dst, field="lip_dst", shape=shape))
 
     # ----------------------------------------------------------------------------------- output
 
@@ -470,7 +485,7 @@ class ReenactPipeline:
                 "motion": s.motion or "absolute", "smoothing_sigma": s.smoothing_sigma,
                 "opening_weight": s.opening_weight, "latent_sigma": s.latent_sigma, "init": s.init or "auto",
                 "opening_range": s.opening_range, "mouth_starts": s.mouth_starts,
-                "delta_lr_scale": s.delta_lr_scale,
+                "delta_lr_scale": s.delta_lr_scale, "lip_warp": s.lip_warp,
                 "frames_without_face": self.stats.without_face})
             self.finished = True
             st = self.stats
@@ -498,7 +513,7 @@ class ReenactPipeline:
 
     def _emit(self, item, encoder) -> Iterator[gateway_pb2.ReenactResponse]:
         s = self.spec
-        resp, alpha, delta, ws, image, render_s = item
+        resp, alpha, delta, ws, image, render_s, lips = item
         with self._lock:
             fr = self._frames.pop(resp.index)
         self._slots.release()
@@ -507,7 +522,7 @@ class ReenactPipeline:
         if fr.has_face:
             self._prev_affine = fr.affine
         self.writer.add(index=resp.index, alpha=alpha, delta=delta, ws=ws, affine=fr.affine if fr.has_face else None,
-                        has_face=fr.has_face)
+                        has_face=fr.has_face, lips=lips)
         st = self.stats
         st.frames += 1
         kp = float(resp.keypoint_error) if fr.has_face else float("nan")

@@ -10,6 +10,10 @@ Layout (one directory per reenactment, `meta.json` written LAST: a reenactment e
                                                              (aligned-crop pixels of crop_size -> driving
                                                              pixels; NaN rows where the frame had no face)
                                              /has_face.npy   bool [T]
+                                             /lip_src.npy    float32 [T, 40, 2] } only with lip_warp > 0: each
+                                             /lip_dst.npy    float32 [T, 40, 2] } frame's residual lip warp at
+                                                             the generator's resolution (reenact.lipwarp;
+                                                             NaN rows: none)
                                              /driving.video  the driving video (the uploaded container, or H.264 of driving frames)
                                              /meta.json      person, version, fps, sizes, sha256 per file
 
@@ -35,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from reenact.errors import NotFoundError
+from reenact.lipwarp import NUM_LIP_POINTS
 from reenact.store import ArtifactNotFoundError, ArtifactStore, get_json
 from reenact.store.base import dumps_json, sha256_file
 from services.gateway.registry import REENACTMENTS_PREFIX
@@ -45,6 +50,7 @@ REENACTMENT_ID_RE = re.compile(r"re-[0-9a-f]{32}")
 META = "meta.json"
 DRIVING = "driving.video"
 ARRAYS = ("index", "alpha", "delta", "ws", "affines", "has_face")
+LIP_ARRAYS = ("lip_src", "lip_dst")  # stored only for a reenactment made with lip_warp > 0
 
 
 def new_reenactment_id() -> str:
@@ -84,7 +90,7 @@ class ReenactmentWriter:
     """Collects one reenactment's per-frame latents locally, then commits them to the store."""
 
     def __init__(self, store: ArtifactStore, person_id: str, reenactment_id: str, *, num_anchors: int,
-                 num_ws: int, w_dim: int) -> None:
+                 num_ws: int, w_dim: int, lips: bool = False) -> None:
         self.store, self.person_id, self.reenactment_id = store, person_id, reenactment_id
         self.prefix = prefix_of(person_id, reenactment_id)
         self._tmp = pathlib.Path(tempfile.mkdtemp(prefix="reenact-gw-"))
@@ -97,6 +103,9 @@ class ReenactmentWriter:
             "affines": _RowFile(self._tmp / "affines.raw", "<f8", (2, 3)),
             "has_face": _RowFile(self._tmp / "has_face.raw", "|b1", ()),
         }
+        if lips:
+            for name in LIP_ARRAYS:
+                self._files[name] = _RowFile(self._tmp / f"{name}.raw", "<f4", (NUM_LIP_POINTS, 2))
         self.driving_path: pathlib.Path | None = None
         self._uploaded: list[str] = []
         self.committed = False
@@ -109,8 +118,14 @@ class ReenactmentWriter:
     def tmp_dir(self) -> pathlib.Path:
         return self._tmp
 
-    def add(self, *, index: int, alpha, delta, ws, affine, has_face: bool) -> None:
+    def add(self, *, index: int, alpha, delta, ws, affine, has_face: bool, lips=None) -> None:
+        """One frame's row; `lips` = (lip_src, lip_dst) [40, 2] each or None (stored as NaN when the
+        writer keeps lips)."""
         f = self._files
+        if "lip_src" in f:
+            none = np.full((NUM_LIP_POINTS, 2), np.nan, np.float32)
+            f["lip_src"].append(none if lips is None else lips[0])
+            f["lip_dst"].append(none if lips is None else lips[1])
         f["index"].append(int(index))
         f["alpha"].append(alpha)
         f["delta"].append(delta)
@@ -179,6 +194,8 @@ class StoredReenactment:
     has_face: np.ndarray   # [T]
     driving_path: pathlib.Path | None
     tmp_dir: pathlib.Path
+    lip_src: np.ndarray | None = None  # [T, 40, 2] (NaN rows: no warp), None: made without lip_warp
+    lip_dst: np.ndarray | None = None
 
     def close(self) -> None:
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
@@ -209,7 +226,8 @@ def open_reenactment(store: ArtifactStore, person_id: str, reenactment_id: str, 
     try:
         prefix = prefix_of(person_id, reenactment_id)
         arrays = {}
-        for name in ARRAYS:
+        stored = meta.get("files", {})
+        for name in ARRAYS + tuple(n for n in LIP_ARRAYS if f"{n}.npy" in stored):
             path = tmp / f"{name}.npy"
             store.get_file(f"{prefix}/{name}.npy", path)
             arrays[name] = np.load(path, mmap_mode="r")

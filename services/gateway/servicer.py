@@ -44,7 +44,7 @@ from reenact.runtime.streams import StreamSlots, client_requests
 from reenact.store import ArtifactStore
 from reenact.wire import image_from_proto, image_to_proto
 from services.gateway.auth import KeyStreams
-from services.gateway.compose import paste_back
+from services.gateway.compose import lip_warped, paste_back
 from services.gateway.config import GatewayConfig
 from services.gateway.edits import AnchorCache, parse_edits, render_ws
 from services.gateway.peers import Peers, peer_error
@@ -52,6 +52,7 @@ from services.gateway.pipeline import (
     INITS,
     MAX_DELTA_LR_SCALE,
     MAX_LATENT_SIGMA,
+    MAX_LIP_WARP,
     MAX_MOUTH_STARTS,
     MAX_OPENING_RANGE,
     MAX_OPENING_WEIGHT,
@@ -487,7 +488,7 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
             resolution=info.height, num_ws=info.num_ws, w_dim=info.w_dim, crop_size=self.cfg.crop_size,
             motion=h.motion, smoothing_sigma=h.smoothing_sigma, opening_weight=h.opening_weight,
             latent_sigma=h.latent_sigma, init=h.init, opening_range=h.opening_range,
-            mouth_starts=h.mouth_starts, delta_lr_scale=h.delta_lr_scale)
+            mouth_starts=h.mouth_starts, delta_lr_scale=h.delta_lr_scale, lip_warp=h.lip_warp)
 
     def _optimizer_violations(self, h: gateway_pb2.ReenactHeader) -> list[FieldViolation]:
         """The header's optimizer settings out of what the optimizer (or the stream's in-flight bound)
@@ -524,6 +525,7 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
                                       "scan's range is mapped around the person's reference)"))
         bad += _bounded("header.mouth_starts", h.mouth_starts, MAX_MOUTH_STARTS, "the server default, off")
         bad += _bounded("header.delta_lr_scale", h.delta_lr_scale, MAX_DELTA_LR_SCALE, "the server default, 0.02")
+        bad += _bounded("header.lip_warp", h.lip_warp, MAX_LIP_WARP, "off")
         return bad
 
     def _max_window(self, sigma: float = 0.0, latent_sigma: float = 0.0) -> int:
@@ -562,7 +564,8 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
             if second is None:
                 raise InvalidInputError.for_field("frame", "no frames or video chunks after the header")
             writer = ReenactmentWriter(self.store, spec.person_id, spec.reenactment_id,
-                                       num_anchors=spec.anchors.num_anchors, num_ws=spec.num_ws, w_dim=spec.w_dim)
+                                       num_anchors=spec.anchors.num_anchors, num_ws=spec.num_ws, w_dim=spec.w_dim,
+                                       lips=spec.lip_warp > 0)
             try:
                 if second.WhichOneof("kind") == "chunk":
                     yield from self._reenact_video(spec, second, reqs, writer, context)
@@ -663,6 +666,8 @@ class GatewayServicer(gateway_pb2_grpc.ReenactServiceServicer):
                 for j, image in enumerate(images):
                     i = start + j
                     has_face = bool(rec.has_face[i])
+                    if rec.lip_src is not None and not edits:  # edits change the lips the warp was measured on
+                        image = lip_warped(image, rec.lip_src[i], rec.lip_dst[i], int(meta["resolution"]))
                     if driving is not None:
                         prev_affine = np.asarray(rec.affines[i]) if has_face else prev_affine
                         frame = next(driving, None)

@@ -153,6 +153,8 @@ def result_to_proto(r: FrameResult) -> optimizer_pb2.OptimizeResponse:
         losses=types_pb2.LossTerms(terms={str(k): float(v) for k, v in r.losses.items()}),
         steps=int(r.steps),
         keypoint_error=float(r.keypoint_error),
+        **({} if r.lip_src is None else {"lip_src": tensor_to_proto(r.lip_src, np.float32),
+                                         "lip_dst": tensor_to_proto(r.lip_dst, np.float32)}),
     )
 
 

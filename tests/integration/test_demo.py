@@ -46,6 +46,7 @@ def test_reenact_demo_end_to_end_with_tiny_settings(tmp_path):
     assert summary["opening_range"] == 0.0  # --opening-range unset: off
     assert summary["mouth_starts"] == 0.0  # --mouth-starts unset: off
     assert summary["delta_lr_scale"] == 0.0  # --delta-lr-scale unset: the server's default
+    assert summary["lip_warp"] == 0.0  # --lip-warp unset: off
     for key in ("fixture_seconds", "stack_seconds", "enrollment_seconds", "reenact_seconds", "total_seconds"):
         assert summary["timings_seconds"][key] > 0
 

@@ -271,14 +271,18 @@ def test_reenact_bad_header(rig):
     _check_bounded_header_field(stub, "mouth_starts", bad=(-0.5, 1.51, float("nan"), float("inf")), good=(0.5, 1.5))
     _check_bounded_header_field(stub, "delta_lr_scale", bad=(-1.0, 10.01, 11.0, float("nan"), float("inf")),
                                 good=(0.1, 10.0))
+    # lip_warp: finite, 0..1 (0 = off)
+    _check_bounded_header_field(stub, "lip_warp", bad=(-0.1, 1.01, float("nan"), float("inf")), good=(0.5, 1.0))
     # the gateway checks what the optimizer accepts (it must not import the torch engine: the lists and bounds are kept
     # in step here), and the SDK refuses the same values locally
     from reenact.client._common import INITS as SDK_INITS
     from reenact.client._common import MAX_DELTA_LR_SCALE as SDK_MAX_DELTA_LR_SCALE
+    from reenact.client._common import MAX_LIP_WARP as SDK_MAX_LIP_WARP
     from reenact.client._common import MAX_MOUTH_STARTS as SDK_MAX_MOUTH_STARTS
     from reenact.client._common import MAX_OPENING_RANGE as SDK_MAX_OPENING_RANGE
     from reenact.client._common import MOTIONS as SDK_MOTIONS
     from reenact.errors import InvalidInputError
+    from reenact.lipwarp import MAX_GAIN as ENGINE_MAX_LIP_WARP
     from reenact.optimize.engine import INITS as ENGINE_INITS
     from reenact.optimize.engine import MAX_MOUTH_STEP as ENGINE_MAX_MOUTH_STEP
     from reenact.optimize.engine import MOTIONS as ENGINE_MOTIONS
@@ -288,6 +292,7 @@ def test_reenact_bad_header(rig):
         INITS,
         MAX_DELTA_LR_SCALE,
         MAX_LATENT_SIGMA,
+        MAX_LIP_WARP,
         MAX_MOUTH_STARTS,
         MAX_OPENING_RANGE,
         MAX_OPENING_WEIGHT,
@@ -300,12 +305,14 @@ def test_reenact_bad_header(rig):
     assert MAX_OPENING_RANGE == ENGINE_MAX_OPENING_RANGE == SDK_MAX_OPENING_RANGE
     assert MAX_MOUTH_STARTS == ENGINE_MAX_MOUTH_STEP == SDK_MAX_MOUTH_STARTS
     assert MAX_DELTA_LR_SCALE == SDK_MAX_DELTA_LR_SCALE
+    assert MAX_LIP_WARP == SDK_MAX_LIP_WARP == ENGINE_MAX_LIP_WARP
     OptimizerOptions(opening_weight=MAX_OPENING_WEIGHT, latent_sigma=MAX_LATENT_SIGMA, motion="relative",
                      opening_range=MAX_OPENING_RANGE, mouth_starts=MAX_MOUTH_STARTS,
-                     delta_lr_scale=MAX_DELTA_LR_SCALE).validate()
+                     delta_lr_scale=MAX_DELTA_LR_SCALE, lip_warp=MAX_LIP_WARP).validate()
     for bad in ({"opening_weight": MAX_OPENING_WEIGHT * 1.01}, {"latent_sigma": MAX_LATENT_SIGMA + 0.01},
                 {"opening_range": MAX_OPENING_RANGE + 0.01, "motion": "relative"}, {"opening_range": 1.0},
-                {"mouth_starts": MAX_MOUTH_STARTS + 0.01}, {"delta_lr_scale": MAX_DELTA_LR_SCALE + 0.01}):
+                {"mouth_starts": MAX_MOUTH_STARTS + 0.01}, {"delta_lr_scale": MAX_DELTA_LR_SCALE + 0.01},
+                {"lip_warp": MAX_LIP_WARP + 0.01}):
         with pytest.raises(InvalidInputError, match=next(iter(bad))):
             OptimizerOptions(**bad).validate()
     # smoothing off frees the look-ahead: a window too large with the default smoothing fits without it
@@ -467,19 +474,19 @@ def test_reenact_driving_video_within_the_limits_reaches_the_peers(rig, limited_
 def test_reenact_motion_and_smoothing_reach_the_landmarks_and_optimizer_streams(rig, limited_person, spied_peers):
     """The header's live settings configure both peers: TrackConfig.smoothing_sigma and the optimizer's
     keypoint_sigma / motion / window / opening_weight / latent_sigma / init / opening_range / mouth_starts /
-    delta_lr_scale (defaults stay 0 / "" = each service's own default)."""
+    delta_lr_scale / lip_warp (defaults stay 0 / "" = each service's own default)."""
     PeerSpy.firsts.clear()
     video = [encode_video(_frames(3, 32), 30)]
     err = rpc_error(lambda: reenact_video(rig, limited_person, video, motion="relative", smoothing_sigma=-1, window=1,
                                           opening_weight=4, latent_sigma=1, init="mixed", opening_range=2,
-                                          mouth_starts=1, delta_lr_scale=0.1))
+                                          mouth_starts=1, delta_lr_scale=0.1, lip_warp=0.5))
     assert err.code() == grpc.StatusCode.UNAVAILABLE  # the optimizer is down at this point
     track = PeerSpy.firsts["landmarks.TrackFrames"].config
     opts = PeerSpy.firsts["optimizer.Optimize"].config.options
     assert track.smoothing_sigma == -1.0
     assert (opts.motion, opts.keypoint_sigma, opts.window) == ("relative", -1.0, 1)
     assert (opts.opening_weight, opts.latent_sigma, opts.init, opts.opening_range) == (4.0, 1.0, "mixed", 2.0)
-    assert (opts.mouth_starts, opts.delta_lr_scale) == (1.0, 0.1)
+    assert (opts.mouth_starts, opts.delta_lr_scale, opts.lip_warp) == (1.0, 0.1, 0.5)
     PeerSpy.firsts.clear()
     rpc_error(lambda: reenact_video(rig, limited_person, video))
     assert PeerSpy.firsts["landmarks.TrackFrames"].config.smoothing_sigma == 0.0
@@ -487,6 +494,7 @@ def test_reenact_motion_and_smoothing_reach_the_landmarks_and_optimizer_streams(
     assert (opts.motion, opts.keypoint_sigma, opts.window) == ("", 0.0, 0)
     assert (opts.opening_weight, opts.latent_sigma, opts.init, opts.opening_range) == (0.0, 0.0, "", 0.0)
     assert (opts.mouth_starts, opts.delta_lr_scale) == (0.0, 0.0)  # 0: the optimizer's default (0.02)
+    assert opts.lip_warp == 0.0  # off
 
 
 def test_trainer_down_is_unavailable_and_leaves_no_upload(rig, face_video):

@@ -73,6 +73,9 @@ def test_global_options_work_before_and_after_the_subcommand():
     assert (r.delta_lr_scale, d.delta_lr_scale) == (0.0, 0.0)  # 0 = the server's default, 0.02
     assert p.parse_args(["demo", "--delta-lr-scale", "0.1"]).delta_lr_scale == 0.1
     assert p.parse_args(["reenact", "amy", "d.mp4", "-o", "o.mp4", "--delta-lr-scale", "10"]).delta_lr_scale == 10.0
+    assert (r.lip_warp, d.lip_warp) == (0.0, 0.0)  # 0 = off
+    assert p.parse_args(["demo", "--lip-warp", "1"]).lip_warp == 1.0
+    assert p.parse_args(["reenact", "amy", "d.mp4", "-o", "o.mp4", "--lip-warp", "0.5"]).lip_warp == 0.5
 
 
 @pytest.mark.parametrize("argv", [["reenact", "amy", "d.mp4"], ["jobs"], ["demo", "--max-frames", "0"],
@@ -84,6 +87,8 @@ def test_global_options_work_before_and_after_the_subcommand():
                                   ["reenact", "amy", "d.mp4", "-o", "o.mp4", "--mouth-starts", "-1"],
                                   ["demo", "--delta-lr-scale", "11"], ["demo", "--delta-lr-scale", "nan"],
                                   ["reenact", "amy", "d.mp4", "-o", "o.mp4", "--delta-lr-scale", "-1"],
+                                  ["demo", "--lip-warp", "1.5"], ["demo", "--lip-warp", "nan"],
+                                  ["reenact", "amy", "d.mp4", "-o", "o.mp4", "--lip-warp", "-0.1"],
                                   ["enroll", "v.mp4"], ["nosuch"]])
 def test_bad_command_lines_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as ei:
@@ -256,7 +261,7 @@ def test_reenact_writes_video_metrics_and_sends_edits(gw, capsys, driving, tmp_p
                          "--paste-back", "--steps", "7", "--metrics", str(tmp_path / "m.json"),
                          "--motion", "relative", "--smoothing", "-1", "--opening-weight", "4", "--latent-sigma", "1",
                          "--init", "mixed", "--opening-range", "2", "--mouth-starts", "1", "--delta-lr-scale", "0.1",
-                         "--address", gw.address)
+                         "--lip-warp", "1", "--address", gw.address)
     assert code == 0, err
     assert f"wrote {out_mp4}" in out and "reenactment re-1" in out and "4 frames (0 without face)" in out
     assert "reenact 1/4 frames" in err and "100% reenact 4 frames in 0.5s" in err
@@ -264,6 +269,7 @@ def test_reenact_writes_video_metrics_and_sends_edits(gw, capsys, driving, tmp_p
     assert (h.edits[0].semantic, h.edits[0].strength, h.paste_back, h.steps) == ("smile", 1.5, True, 7)
     assert (h.motion, h.smoothing_sigma, h.opening_weight, h.latent_sigma) == ("relative", -1.0, 4.0, 1.0)
     assert (h.init, h.opening_range, h.mouth_starts, h.delta_lr_scale) == ("mixed", 2.0, 1.0, 0.1)
+    assert h.lip_warp == 1.0
     frames, _ = decode_video(out_mp4)
     assert frames.shape[0] == 4
     metrics = json.loads((tmp_path / "m.json").read_text())

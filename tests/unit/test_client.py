@@ -564,7 +564,7 @@ def test_reenact_frames_yields_typed_events_in_order(client, fake_gateway):
                                  edits=["smile=1.5", ("yaw", -0.5), Edit(np.ones(4, np.float32), 0.25)],
                                  steps=12, window=4, motion="relative", smoothing_sigma=-1, opening_weight=4,
                                  latent_sigma=1.5, init="mixed", opening_range=2, mouth_starts=1,
-                                 delta_lr_scale=0.1))
+                                 delta_lr_scale=0.1, lip_warp=0.75))
     assert isinstance(events[0], Started) and events[0].fps == 24 and (events[0].width, events[0].height) == (48, 32)
     assert isinstance(events[-1], Summary) and events[-1].frames == 3
     got = [e for e in events if isinstance(e, Frame)]
@@ -576,6 +576,7 @@ def test_reenact_frames_yields_typed_events_in_order(client, fake_gateway):
     assert (h.person_id, h.paste_back, h.steps, h.window, h.fps) == ("eileen", True, 12, 4, 24.0)
     assert (h.motion, h.smoothing_sigma, h.opening_weight, h.latent_sigma) == ("relative", -1.0, 4.0, 1.5)
     assert (h.init, h.opening_range, h.mouth_starts, h.delta_lr_scale) == ("mixed", 2.0, 1.0, 0.1)
+    assert h.lip_warp == 0.75
     assert h.output == gateway_pb2.OUTPUT_KIND_FRAMES and h.frame_encoding == types_pb2.IMAGE_ENCODING_PNG
     assert [(e.semantic, e.strength) for e in h.edits[:2]] == [("smile", 1.5), ("yaw", -0.5)]
     assert list(h.edits[2].w_direction.shape) == [4]
@@ -604,6 +605,9 @@ def test_reenact_rejects_bad_arguments_locally(client):
     for v in (-1, 10.01, 11, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="delta_lr_scale"):
             list(client.reenact("eileen", frames=[], delta_lr_scale=v))
+    for v in (-0.1, 1.01, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="lip_warp"):
+            list(client.reenact("eileen", frames=[], lip_warp=v))
 
 
 def test_reenact_unknown_person_is_not_found(client):
@@ -711,11 +715,11 @@ def test_async_client_parity_with_fake_gateway(fake_gateway, tmp_path):
             events = [e async for e in cl.reenact("eileen", frames=frames(), fps=25, edits=["smile=1"],
                                                   opening_weight=2, latent_sigma=0.5, init="anchor",
                                                   motion="relative", opening_range=1.5, mouth_starts=0.5,
-                                                  delta_lr_scale=0.25)]
+                                                  delta_lr_scale=0.25, lip_warp=0.5)]
             assert isinstance(events[0], Started) and isinstance(events[-1], Summary)
             h = srv.reenact_headers[-1]
             assert (h.opening_weight, h.latent_sigma, h.init, h.opening_range) == (2.0, 0.5, "anchor", 1.5)
-            assert (h.mouth_starts, h.delta_lr_scale) == (0.5, 0.25)
+            assert (h.mouth_starts, h.delta_lr_scale, h.lip_warp) == (0.5, 0.25, 0.5)
             assert [e.index for e in events if isinstance(e, Frame)] == [0, 1]
             srv.failures["Reenact"] = [DomainUnavailable("gone")]
             n = srv.calls["Reenact"]

@@ -121,7 +121,7 @@ class Edit(_message.Message):
     def __init__(self, semantic: _Optional[str] = ..., w_direction: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., strength: _Optional[float] = ...) -> None: ...
 
 class ReenactHeader(_message.Message):
-    __slots__ = ("person_id", "person_version", "output", "frame_encoding", "paste_back", "edits", "steps", "window", "fps", "motion", "smoothing_sigma", "opening_weight", "latent_sigma", "init", "opening_range", "mouth_starts", "delta_lr_scale")
+    __slots__ = ("person_id", "person_version", "output", "frame_encoding", "paste_back", "edits", "steps", "window", "fps", "motion", "smoothing_sigma", "opening_weight", "latent_sigma", "init", "opening_range", "mouth_starts", "delta_lr_scale", "lip_warp")
     PERSON_ID_FIELD_NUMBER: _ClassVar[int]
     PERSON_VERSION_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +139,7 @@ class ReenactHeader(_message.Message):
     OPENING_RANGE_FIELD_NUMBER: _ClassVar[int]
     MOUTH_STARTS_FIELD_NUMBER: _ClassVar[int]
     DELTA_LR_SCALE_FIELD_NUMBER: _ClassVar[int]
+    LIP_WARP_FIELD_NUMBER: _ClassVar[int]
     person_id: str
     person_version: int
     output: OutputKind
@@ -156,7 +157,8 @@ class ReenactHeader(_message.Message):
     opening_range: float
     mouth_starts: float
     delta_lr_scale: float
-    def __init__(self, person_id: _Optional[str] = ..., person_version: _Optional[int] = ..., output: _Optional[_Union[OutputKind, str]] = ..., frame_encoding: _Optional[_Union[_types_pb2.ImageEncoding, str]] = ..., paste_back: bool = ..., edits: _Optional[_Iterable[_Union[Edit, _Mapping]]] = ..., steps: _Optional[int] = ..., window: _Optional[int] = ..., fps: _Optional[float] = ..., motion: _Optional[str] = ..., smoothing_sigma: _Optional[float] = ..., opening_weight: _Optional[float] = ..., latent_sigma: _Optional[float] = ..., init: _Optional[str] = ..., opening_range: _Optional[float] = ..., mouth_starts: _Optional[float] = ..., delta_lr_scale: _Optional[float] = ...) -> None: ...
+    lip_warp: float
+    def __init__(self, person_id: _Optional[str] = ..., person_version: _Optional[int] = ..., output: _Optional[_Union[OutputKind, str]] = ..., frame_encoding: _Optional[_Union[_types_pb2.ImageEncoding, str]] = ..., paste_back: bool = ..., edits: _Optional[_Iterable[_Union[Edit, _Mapping]]] = ..., steps: _Optional[int] = ..., window: _Optional[int] = ..., fps: _Optional[float] = ..., motion: _Optional[str] = ..., smoothing_sigma: _Optional[float] = ..., opening_weight: _Optional[float] = ..., latent_sigma: _Optional[float] = ..., init: _Optional[str] = ..., opening_range: _Optional[float] = ..., mouth_starts: _Optional[float] = ..., delta_lr_scale: _Optional[float] = ..., lip_warp: _Optional[float] = ...) -> None: ...
 
 class DrivingFrame(_message.Message):
     __slots__ = ("index", "image")

@@ -15,7 +15,7 @@ _sym_db = _symbol_database.Default()
 from reenact.api.common.v1 import types_pb2 as reenact_dot_api_dot_common_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(reenact/api/optimizer/v1/optimizer.proto\x12\x18reenact.api.optimizer.v1\x1a!reenact/api/common/v1/types.proto\"\xa9\x03\n\x10OptimizerOptions\x12\x19\n\x11\x66irst_frame_steps\x18\x01 \x01(\x05\x12\r\n\x05steps\x18\x02 \x01(\x05\x12\x15\n\rlearning_rate\x18\x03 \x01(\x01\x12\x11\n\ttolerance\x18\x04 \x01(\x01\x12\x17\n\x0fkeypoint_weight\x18\x05 \x01(\x01\x12\x14\n\x0cmouth_weight\x18\x06 \x01(\x01\x12\x12\n\neye_weight\x18\x07 \x01(\x01\x12\x0e\n\x06window\x18\x08 \x01(\x05\x12\x0c\n\x04\x62\x65ta\x18\t \x01(\x01\x12\x17\n\x0fkeypoint_subset\x18\n \x01(\t\x12\x16\n\x0ekeypoint_sigma\x18\x0b \x01(\x01\x12\x0c\n\x04seed\x18\x0c \x01(\x03\x12\x0c\n\x04init\x18\r \x01(\t\x12\x16\n\x0e\x64\x65lta_lr_scale\x18\x0e \x01(\x01\x12\x10\n\x08lr_final\x18\x0f \x01(\x01\x12\x0e\n\x06motion\x18\x10 \x01(\t\x12\x16\n\x0eopening_weight\x18\x11 \x01(\x01\x12\x14\n\x0clatent_sigma\x18\x12 \x01(\x01\x12\x15\n\ropening_range\x18\x13 \x01(\x01\x12\x14\n\x0cmouth_starts\x18\x14 \x01(\x01\"x\n\x0eOptimizeConfig\x12\x11\n\tperson_id\x18\x01 \x01(\t\x12\x16\n\x0eperson_version\x18\x02 \x01(\x05\x12;\n\x07options\x18\x03 \x01(\x0b\x32*.reenact.api.optimizer.v1.OptimizerOptions\"\xa1\x01\n\x0eOptimizeTarget\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x30\n\tkeypoints\x18\x02 \x01(\x0b\x32\x1d.reenact.api.common.v1.Tensor\x12\x11\n\tcrop_size\x18\x03 \x01(\x05\x12*\n\x04\x63rop\x18\x04 \x01(\x0b\x32\x1c.reenact.api.common.v1.Image\x12\x0f\n\x07no_face\x18\x05 \x01(\x08\"\x91\x01\n\x0fOptimizeRequest\x12:\n\x06\x63onfig\x18\x01 \x01(\x0b\x32(.reenact.api.optimizer.v1.OptimizeConfigH\x00\x12:\n\x06target\x18\x02 \x01(\x0b\x32(.reenact.api.optimizer.v1.OptimizeTargetH\x00\x42\x06\n\x04kind\"\x81\x02\n\x10OptimizeResponse\x12\r\n\x05index\x18\x01 \x01(\x03\x12)\n\x02ws\x18\x02 \x01(\x0b\x32\x1d.reenact.api.common.v1.Tensor\x12,\n\x05\x61lpha\x18\x03 \x01(\x0b\x32\x1d.reenact.api.common.v1.Tensor\x12,\n\x05\x64\x65lta\x18\x04 \x01(\x0b\x32\x1d.reenact.api.common.v1.Tensor\x12\x30\n\x06losses\x18\x05 \x01(\x0b\x32 .reenact.api.common.v1.LossTerms\x12\r\n\x05steps\x18\x06 \x01(\x05\x12\x16\n\x0ekeypoint_error\x18\x07 \x01(\x01\x32y\n\x10OptimizerService\x12\x65\n\x08Optimize\x12).reenact.api.optimizer.v1.OptimizeRequest\x1a*.reenact.api.optimizer.v1.OptimizeResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(reenact/api/optimizer/v1/optimizer.proto\x12\x18reenact.api.optimizer.v1\x1a!reenact/api/common/v1/types.proto\"\xbb\x03\n\x10OptimizerOptions\x12\x19\n\x11\x66irst_frame_steps\x18\x01 \x01(\x05\x12\r\n\x05steps\x18\x02 \x01(\x05\x12\x15\n\rlearning_rate\x18\x03 \x01(\x01\x12\x11\n\ttolerance\x18\x04 \x01(\x01\x12\x17\n\x0fkeypoint_weight\x18\x05 \x01(\x01\x12\x14\n\x0cmouth_weight\x18\x06 \x01(\x01\x12\x12\n\neye_weight\x18\x07 \x01(\x01\x12\x0e\n\x06window\x18\x08 \x01(\x05\x12\x0c\n\x04\x62\x65ta\x18\t \x01(\x01\x12\x17\n\x0fkeypoint_subset\x18\n \x01(\t\x12\x16\n\x0ekeypoint_sigma\x18\x0b \x01(\x01\x12\x0c\n\x04seed\x18\x0c \x01(\x03\x12\x0c\n\x04init\x18\r \x01(\t\x12\x16\n\x0e\x64\x65lta_lr_scale\x18\x0e \x01(\x01\x12\x10\n\x08lr_final\x18\x0f \x01(\x01\x12\x0e\n\x06motion\x18\x10 \x01(\t\x12\x16\n\x0eopening_weight\x18\x11 \x01(\x01\x12\x14\n\x0clatent_sigma\x18\x12 \x01(\x01\x12\x15\n\ropening_range\x18\x13 \x01(\x01\x12\x14\n\x0cmouth_starts\x18\x14 \x01(\x01\x12\x10\n\x08lip_warp\x18\x15 \x01(\x01\"x\n\x0eOptimizeConfig\x12\x11\n\tperson_id\x18\x01 \x01(\t\x12\x16\n\x0eperson_version\x18\x02 \x01(\x05\x12;\n\x07options\x18\x03 \x01(\x0b\x32*.reenact.api.optimizer.v1.OptimizerOptions\"\xa1\x01\n\x0eOptimizeTarget\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x30\n\tkeypoints\x18\x02 \x01(\x0b\x32\x1d.reenact.api.common.v1.Tensor\x12\x11\n\tcrop_size\x18\x03 \x01(\x05\x12*\n\x04\x63rop\x18\x04 \x01(\x0b\x32\x1c.reenact.api.common.v1.Image\x12\x0f\n\x07no_face\x18\x05 \x01(\x08\"\x91\x01\n\x0fOptimizeRequest\x12:\n\x06\x63onfig\x18\x01 \x01(\x0b\x32(.reenact.api.optimizer.v1.OptimizeConfigH\x00\x12:\n\x06target\x18\x02 \x01(\x0b\x32(.reenact.api.optimizer.v1.OptimizeTargetH\x00\x42\x06\n\x04kind\"\xe1\x02\n\x10OptimizeResponse\x12\r\n\x05index\x18\x01 \x01(\x03\x12)\n\x02ws\x18\x02 \x01(\x0b\x32\x1d.reenact.api.common.v1.Tensor\x12,\n\x05\x61lpha\x18\x03 \x01(\x0b\x32\x1d.reenact.api.common.v1.Tensor\x12,\n\x05\x64\x65lta\x18\x04 \x01(\x0b\x32\x1d.reenact.api.common.v1.Tensor\x12\x30\n\x06losses\x18\x05 \x01(\x0b\x32 .reenact.api.common.v1.LossTerms\x12\r\n\x05steps\x18\x06 \x01(\x05\x12\x16\n\x0ekeypoint_error\x18\x07 \x01(\x01\x12.\n\x07lip_src\x18\x08 \x01(\x0b\x32\x1d.reenact.api.common.v1.Tensor\x12.\n\x07lip_dst\x18\t \x01(\x0b\x32\x1d.reenact.api.common.v1.Tensor2y\n\x10OptimizerService\x12\x65\n\x08Optimize\x12).reenact.api.optimizer.v1.OptimizeRequest\x1a*.reenact.api.optimizer.v1.OptimizeResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -23,15 +23,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'reenact.api.optimizer.v1.op
 if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._options = None
   _globals['_OPTIMIZEROPTIONS']._serialized_start=106
-  _globals['_OPTIMIZEROPTIONS']._serialized_end=531
-  _globals['_OPTIMIZECONFIG']._serialized_start=533
-  _globals['_OPTIMIZECONFIG']._serialized_end=653
-  _globals['_OPTIMIZETARGET']._serialized_start=656
-  _globals['_OPTIMIZETARGET']._serialized_end=817
-  _globals['_OPTIMIZEREQUEST']._serialized_start=820
-  _globals['_OPTIMIZEREQUEST']._serialized_end=965
-  _globals['_OPTIMIZERESPONSE']._serialized_start=968
-  _globals['_OPTIMIZERESPONSE']._serialized_end=1225
-  _globals['_OPTIMIZERSERVICE']._serialized_start=1227
-  _globals['_OPTIMIZERSERVICE']._serialized_end=1348
+  _globals['_OPTIMIZEROPTIONS']._serialized_end=549
+  _globals['_OPTIMIZECONFIG']._serialized_start=551
+  _globals['_OPTIMIZECONFIG']._serialized_end=671
+  _globals['_OPTIMIZETARGET']._serialized_start=674
+  _globals['_OPTIMIZETARGET']._serialized_end=835
+  _globals['_OPTIMIZEREQUEST']._serialized_start=838
+  _globals['_OPTIMIZEREQUEST']._serialized_end=983
+  _globals['_OPTIMIZERESPONSE']._serialized_start=986
+  _globals['_OPTIMIZERESPONSE']._serialized_end=1339
+  _globals['_OPTIMIZERSERVICE']._serialized_start=1341
+  _globals['_OPTIMIZERSERVICE']._serialized_end=1462
 # @@protoc_insertion_point(module_scope)

@@ -6,7 +6,7 @@ from typing import ClassVar as _ClassVar, Mapping as _Mapping, Optional as _Opti
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class OptimizerOptions(_message.Message):
-    __slots__ = ("first_frame_steps", "steps", "learning_rate", "tolerance", "keypoint_weight", "mouth_weight", "eye_weight", "window", "beta", "keypoint_subset", "keypoint_sigma", "seed", "init", "delta_lr_scale", "lr_final", "motion", "opening_weight", "latent_sigma", "opening_range", "mouth_starts")
+    __slots__ = ("first_frame_steps", "steps", "learning_rate", "tolerance", "keypoint_weight", "mouth_weight", "eye_weight", "window", "beta", "keypoint_subset", "keypoint_sigma", "seed", "init", "delta_lr_scale", "lr_final", "motion", "opening_weight", "latent_sigma", "opening_range", "mouth_starts", "lip_warp")
     FIRST_FRAME_STEPS_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,7 @@ class OptimizerOptions(_message.Message):
     LATENT_SIGMA_FIELD_NUMBER: _ClassVar[int]
     OPENING_RANGE_FIELD_NUMBER: _ClassVar[int]
     MOUTH_STARTS_FIELD_NUMBER: _ClassVar[int]
+    LIP_WARP_FIELD_NUMBER: _ClassVar[int]
     first_frame_steps: int
     steps: int
     learning_rate: float
@@ -47,7 +48,8 @@ class OptimizerOptions(_message.Message):
     latent_sigma: float
     opening_range: float
     mouth_starts: float
-    def __init__(self, first_frame_steps: _Optional[int] = ..., steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., tolerance: _Optional[float] = ..., keypoint_weight: _Optional[float] = ..., mouth_weight: _Optional[float] = ..., eye_weight: _Optional[float] = ..., window: _Optional[int] = ..., beta: _Optional[float] = ..., keypoint_subset: _Optional[str] = ..., keypoint_sigma: _Optional[float] = ..., seed: _Optional[int] = ..., init: _Optional[str] = ..., delta_lr_scale: _Optional[float] = ..., lr_final: _Optional[float] = ..., motion: _Optional[str] = ..., opening_weight: _Optional[float] = ..., latent_sigma: _Optional[float] = ..., opening_range: _Optional[float] = ..., mouth_starts: _Optional[float] = ...) -> None: ...
+    lip_warp: float
+    def __init__(self, first_frame_steps: _Optional[int] = ..., steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., tolerance: _Optional[float] = ..., keypoint_weight: _Optional[float] = ..., mouth_weight: _Optional[float] = ..., eye_weight: _Optional[float] = ..., window: _Optional[int] = ..., beta: _Optional[float] = ..., keypoint_subset: _Optional[str] = ..., keypoint_sigma: _Optional[float] = ..., seed: _Optional[int] = ..., init: _Optional[str] = ..., delta_lr_scale: _Optional[float] = ..., lr_final: _Optional[float] = ..., motion: _Optional[str] = ..., opening_weight: _Optional[float] = ..., latent_sigma: _Optional[float] = ..., opening_range: _Optional[float] = ..., mouth_starts: _Optional[float] = ..., lip_warp: _Optional[float] = ...) -> None: ...
 
 class OptimizeConfig(_message.Message):
     __slots__ = ("person_id", "person_version", "options")
@@ -82,7 +84,7 @@ class OptimizeRequest(_message.Message):
     def __init__(self, config: _Optional[_Union[OptimizeConfig, _Mapping]] = ..., target: _Optional[_Union[OptimizeTarget, _Mapping]] = ...) -> None: ...
 
 class OptimizeResponse(_message.Message):
-    __slots__ = ("index", "ws", "alpha", "delta", "losses", "steps", "keypoint_error")
+    __slots__ = ("index", "ws", "alpha", "delta", "losses", "steps", "keypoint_error", "lip_src", "lip_dst")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     WS_FIELD_NUMBER: _ClassVar[int]
     ALPHA_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +92,8 @@ class OptimizeResponse(_message.Message):
     LOSSES_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     KEYPOINT_ERROR_FIELD_NUMBER: _ClassVar[int]
+    LIP_SRC_FIELD_NUMBER: _ClassVar[int]
+    LIP_DST_FIELD_NUMBER: _ClassVar[int]
     index: int
     ws: _types_pb2.Tensor
     alpha: _types_pb2.Tensor
@@ -97,4 +101,6 @@ class OptimizeResponse(_message.Message):
     losses: _types_pb2.LossTerms
     steps: int
     keypoint_error: float
-    def __init__(self, index: _Optional[int] = ..., ws: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., alpha: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., delta: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., losses: _Optional[_Union[_types_pb2.LossTerms, _Mapping]] = ..., steps: _Optional[int] = ..., keypoint_error: _Optional[float] = ...) -> None: ...
+    lip_src: _types_pb2.Tensor
+    lip_dst: _types_pb2.Tensor
+    def __init__(self, index: _Optional[int] = ..., ws: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., alpha: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., delta: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., losses: _Optional[_Union[_types_pb2.LossTerms, _Mapping]] = ..., steps: _Optional[int] = ..., keypoint_error: _Optional[float] = ..., lip_src: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., lip_dst: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ...) -> None: ...
