@@ -87,10 +87,12 @@ def warp_lips(image: np.ndarray, src: np.ndarray, dst: np.ndarray, *, scale: flo
     out = np.array(image, copy=True)
     if x1 <= x0 or y1 <= y0:
         return out
-    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float64)
-    grid = np.stack([xs + 0.5, ys + 0.5], -1).reshape(-1, 2)
-    phi = np.exp(-((grid[:, None] - dst[None]) ** 2).sum(-1) / (2 * s * s))
-    field = (phi @ coef).reshape(y1 - y0, x1 - x0, 2)
+    # the Gaussian is separable: field[y, x] = sum_i gy_i(y) coef_i gx_i(x), two small exps and a matrix product
+    xs, ys = np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64)
+    gx = np.exp(-((xs[None] + 0.5 - dst[:, :1]) ** 2) / (2 * s * s))   # [40, W']
+    gy = np.exp(-((ys[None] + 0.5 - dst[:, 1:]) ** 2) / (2 * s * s))   # [40, H']
+    field = np.stack([gy.T @ (coef[:, k:k + 1] * gx) for k in range(2)], axis=-1)  # [H', W', 2]
+    xs, ys = np.meshgrid(xs, ys)
     map_x = (xs + field[..., 0]).astype(np.float32)
     map_y = (ys + field[..., 1]).astype(np.float32)
     out[y0:y1, x0:x1] = cv2.remap(np.ascontiguousarray(image), map_x, map_y, cv2.INTER_LINEAR,
