@@ -65,12 +65,13 @@ case "$what" in
     # The enrollment moves mouth r more than the options (docs/RESULTS.md): ENROLLMENTS (default 3) fresh
     # enrollments of the same scan, each from $OUT/self/bundle.npz into $OUT/enroll<i>/self (ours-relative on
     # the self protocol with the first variant's options), then every variant on PROTOCOLS (default cross):
-    # $OUT/enroll<i>/<protocol>-<name>. VARIANTS as for gpu-variants, default: M and M + delta_lr_scale 0.1 (the recommended cross setting).
+    # $OUT/enroll<i>/<protocol>-<name>. VARIANTS as for gpu-variants, default: M and M + lip_warp 1 (the recommended
+    # cross setting, docs/RESULTS.md "tenth session").
     OUT=${OUT:-runs/results-gpu}
     m=opening_weight=4,latent_sigma=2,init=mixed
     for i in $(seq 1 "${ENROLLMENTS:-3}"); do
       e="$OUT/enroll$i"; first=1
-      for v in ${VARIANTS:-"M:$m" "dl10:$m,delta_lr_scale=0.1"}; do
+      for v in ${VARIANTS:-"M:$m" "Mlw:$m,lip_warp=1"}; do
         name=${v%%:*}; sets=(); IFS=, read -ra kvs <<< "${v#*:}"
         for kv in "${kvs[@]}"; do sets+=(--ours-set "$kv"); done
         if [ $first = 1 ]; then  # enrolls (no --store): the self protocol with this variant
