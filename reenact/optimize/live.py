@@ -39,6 +39,9 @@ class LiveReenactor:
                  pad: bool | None = None, step: str = "auto", graph: bool | None = None) -> None:
         if step not in STEPS:
             raise ValueError(f"step must be one of {STEPS}, got {step!r}")
+        if options is not None and options.lip_warp > 0:
+            raise ValueError("LiveReenactor renders its frames without the residual lip warp: use lip_warp 0 here "
+                             "(the optimizer service and reenact.evaluation apply it)")
         options = dataclasses.replace(options or OptimizerOptions(steps=2), keypoint_sigma=0.0, latent_sigma=0.0,
                                       window=max(1, int(max_batch)), tolerance=0.0)
         self.max_batch = options.window

@@ -251,3 +251,12 @@ def test_the_static_step_returns_the_lip_warp_too(scene):
     out += opt.flush()
     assert [r.index for r in out] == [0, 1]
     assert all(r.lip_src is not None and r.lip_src.shape == (40, 2) and np.isfinite(r.lip_dst).all() for r in out)
+
+
+def test_the_live_reenactor_refuses_lip_warp_instead_of_dropping_it(scene):
+    from reenact.optimize.live import LiveReenactor
+
+    person, _ = _person(scene)
+    with pytest.raises(ValueError, match="lip warp"):
+        LiveReenactor(person, OptimizerOptions(lip_warp=1.0), max_batch=2)
+    LiveReenactor(person, OptimizerOptions(), max_batch=2)  # off: fine
