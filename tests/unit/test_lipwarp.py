@@ -260,3 +260,43 @@ def test_the_live_reenactor_refuses_lip_warp_instead_of_dropping_it(scene):
     with pytest.raises(ValueError, match="lip warp"):
         LiveReenactor(person, OptimizerOptions(lip_warp=1.0), max_batch=2)
     LiveReenactor(person, OptimizerOptions(), max_batch=2)  # off: fine
+
+
+def test_the_offline_benchmark_warps_a_produce_folder(scene, tmp_path):
+    """benchmarks/lip_warp_offline.py on a synthetic bundle and produce folder (fixture frames as the
+    outputs): gain 0 leaves every frame as it was, gain 1 changes some and records itself in produce.json;
+    a bundle of another length is refused."""
+    import importlib.util
+    import json
+    import pathlib
+
+    from reenact.evaluation import frames as frames_io
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "lip_warp_offline.py"
+    spec = importlib.util.spec_from_file_location("lip_warp_offline", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    image, pts = scene
+    frames = np.stack([image] * 3)
+    drv = np.stack([pts, open_mouth(pts, 8.0), open_mouth(pts, 3.0)]).astype(np.float32)
+    for name, n in (("b3", 3), ("b2", 2)):
+        np.savez(tmp_path / f"{name}.npz", drv_keypoints=drv[:n], drv_raw_points=drv[:n],
+                 drv_has_face=np.ones(n, bool), drv_crops=frames[:n], scan_points=drv[:1],
+                 scan_has_face=np.ones(1, bool), meta=json.dumps({"crop_size": 128}))
+    src = tmp_path / "produced"
+    src.mkdir()
+    frames_io.save(src / "ours-relative.npz", frames, "npz", steps=np.arange(3))
+    (src / "produce.json").write_text(json.dumps({"methods": {"ours-relative": {"options": {"keypoint_sigma": 0.0}}}}))
+    still = mod.warp_folder(str(tmp_path / "b3.npz"), str(src), str(tmp_path / "g0"), 0.0)
+    assert still["warped"] == 3 and still["mean_move_px"] == 0.0
+    np.testing.assert_array_equal(frames_io.load(tmp_path / "g0" / "ours-relative.npz"), frames)
+    moved = mod.warp_folder(str(tmp_path / "b3.npz"), str(src), str(tmp_path / "g1"), 1.0)
+    assert moved["mean_move_px"] > 0.5
+    out = frames_io.load(tmp_path / "g1" / "ours-relative.npz")
+    assert out.shape == frames.shape and not np.array_equal(out, frames)
+    with np.load(tmp_path / "g1" / "ours-relative.npz") as z:
+        np.testing.assert_array_equal(z["steps"], np.arange(3))  # the per-frame arrays stay
+    meta = json.loads((tmp_path / "g1" / "produce.json").read_text())
+    assert meta["methods"]["ours-relative"]["lip_warp_offline"]["gain"] == 1.0
+    with pytest.raises(SystemExit, match="3 frames"):
+        mod.warp_folder(str(tmp_path / "b2.npz"), str(src), str(tmp_path / "g2"), 1.0)
