@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import numpy as np
 
-# MediaPipe indices: outer lip ring (20), then the inner ring (20), the evaluation's lip points
-# (reenact.evaluation.metrics.LIPS).
-LIP_POINTS = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185,
-              78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191)
+from reenact.evaluation.metrics import LIPS, inter_ocular  # numpy only: the gateway may import it
+
+# MediaPipe indices: outer lip ring (20), then the inner ring (20): the evaluation's lip points.
+LIP_POINTS = LIPS
 NUM_LIP_POINTS = len(LIP_POINTS)
-# Eye centres as the evaluation measures them (reenact.evaluation.metrics.inter_ocular).
-_RIGHT_EYE = (33, 160, 158, 133, 153, 144)
-_LEFT_EYE = (362, 385, 387, 263, 373, 380)
 _MOUTH_CORNERS = (0, 10)  # positions of 61 and 291 in LIP_POINTS
 WIDTH = 0.2    # Gaussian width of the displacement field, in mouth widths (about 0.2 eye distances)
 RIDGE = 0.05   # ridge of the interpolation: close inner/outer points with opposite moves stay smooth
@@ -38,9 +35,8 @@ MAX_GAIN = 1.0
 
 
 def eye_distance(points: np.ndarray) -> float:
-    """2-D distance between the eye centres of one face's points [478, >=2]."""
-    p = np.asarray(points, np.float64)
-    return float(np.linalg.norm(p[list(_LEFT_EYE), :2].mean(0) - p[list(_RIGHT_EYE), :2].mean(0)))
+    """2-D distance between the eye centres of one face's points [478, >=2], as the evaluation measures it."""
+    return float(inter_ocular(np.asarray(points, np.float64)[None])[0])
 
 
 def lip_shift(out_points: np.ndarray, target_points: np.ndarray, gain: float) -> tuple[np.ndarray, np.ndarray]:
