@@ -16,6 +16,11 @@
 # JAW_DROP (gpu-prepare) renders the fixture person with a wider jaw opening (reenact.fixtures: default 0.16;
 # 0.24 gives a scan whose mouth ratio reaches ~0.53 instead of ~0.41, docs/RESULTS.md "sixth session").
 #   bash scripts/results.sh gpu-score      # CPU machine: metrics, results.md, report.html (MediaPipe, dlib)
+#   bash scripts/results.sh real-prepare   # CPU: a REAL person (the carphone man: scan = the clip's first 90
+#                                          # frames, identity references = its last 30, seen by no method) driven
+#                                          # by another person (the astronaut fixture), docs/RESULTS.md "eleventh session"
+#   bash scripts/results.sh real-enrollments  # GPU: ENROLLMENTS (default 2) enrollments x VARIANTS on that bundle
+#   bash scripts/results.sh real-score     # CPU: nearest + warp (no GPU needed) and the score of every output
 # Output: $OUT (default runs/results-<profile>)/results.md, {self,cross}/results.json and report.html.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -119,5 +124,44 @@ case "$what" in
   gpu-score)
     OUT=${OUT:-runs/results-gpu}
     suite --out "$OUT" --phase score --profile gpu --frames "${FRAMES:-24}" --crop-size 256 ;;
-  *) echo "usage: $0 cpu|gpu-prepare|gpu-produce|gpu-opening|gpu-variants|gpu-enrollments|gpu-paper|baselines|gpu-score" >&2; exit 2 ;;
+  real-prepare)
+    # The only real recording offline is the carphone clip (120 frames): here it is the PERSON. Its last
+    # HOLDOUT (default 30) frames are held out of the enrollment and of the baselines and are the identity
+    # references; the driver is another person: the astronaut fixture on a held-out schedule within the
+    # clip's pose range (YAW_MAX 15, PITCH_MAX 12 deg), with ground truth.
+    OUT=${OUT:-runs/results-real}
+    "$PY" -m reenact.fixtures --face astronaut --heldout --frames "${FRAMES:-120}" --size 256 --seed 3 \
+      --yaw-max "${YAW_MAX:-15}" --pitch-max "${PITCH_MAX:-12}" --out "$OUT/driver"
+    scan=$("$PY" -c "from reenact.samples import carphone_video_path; print(carphone_video_path())")
+    "$PY" -m reenact.evaluation prepare --driving "$OUT/driver/selfscan.mp4" --ground-truth "$OUT/driver/ground_truth.json" \
+      --scan "$scan" --identity-holdout "${HOLDOUT:-30}" --crop-size 256 --profile gpu --protocol cross \
+      --notes "REAL person: the carphone man (scan: the clip's first frames; identity references: its last ${HOLDOUT:-30}, seen by no method); driver: another person, the astronaut TEST FIXTURE" \
+      -o "$OUT/cross/bundle.npz" ;;
+  real-enrollments)
+    # GPU: ENROLLMENTS fresh enrollments of the real-prepare bundle's scan side by side ($OUT/e<i>: the first
+    # variant, which enrolls), then the other VARIANTS against each stored person ($OUT/e<i>-<name>).
+    OUT=${OUT:-runs/results-real}; b="$OUT/cross/bundle.npz"; m=opening_weight=4,latent_sigma=2,init=mixed
+    set -- ${VARIANTS:-"M:$m" "Mlw:$m,lip_warp=1"}
+    opts() { local sets=() kvs; IFS=, read -ra kvs <<< "${1#*:}"; for kv in "${kvs[@]}"; do sets+=(--ours-set "$kv"); done
+             echo "${sets[@]}"; }
+    pids=(); for i in $(seq 1 "${ENROLLMENTS:-2}"); do
+      # shellcheck disable=SC2046
+      "$PY" -m reenact.evaluation produce "$b" --out "$OUT/e$i" --device cuda --profile gpu --methods ours-relative \
+        --frames-format "${FRAMES_FORMAT:-jpg}" $(opts "$1") > "$OUT/e$i.log" 2>&1 & pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid"; done; first=$1; shift
+    for v in "$@"; do pids=(); for i in $(seq 1 "${ENROLLMENTS:-2}"); do
+      # shellcheck disable=SC2046
+      "$PY" -m reenact.evaluation produce "$b" --out "$OUT/e$i-${v%%:*}" --device cuda --profile gpu --methods ours-relative \
+        --store "file://$(cd "$OUT/e$i" && pwd)/store" --person person --frames-format "${FRAMES_FORMAT:-jpg}" \
+        $(opts "$v") > "$OUT/e$i-${v%%:*}.log" 2>&1 & pids+=($!)
+    done; for pid in "${pids[@]}"; do wait "$pid"; done; done
+    echo "enrolled with ${first%%:*}: $OUT/e<i>; variants: $OUT/e<i>-<name>" ;;
+  real-score)
+    OUT=${OUT:-runs/results-real}; b="$OUT/cross/bundle.npz"
+    "$PY" -m reenact.evaluation produce "$b" --out "$OUT/baselines" --methods nearest,warp
+    for d in "$OUT/baselines" "$OUT"/e[0-9]*/; do
+      [ -f "$d/produce.json" ] && "$PY" -m reenact.evaluation score "$d" --bundle "$b"
+    done ;;
+  *) echo "usage: $0 cpu|gpu-prepare|gpu-produce|gpu-opening|gpu-variants|gpu-enrollments|gpu-paper|baselines|gpu-score|real-prepare|real-enrollments|real-score" >&2; exit 2 ;;
 esac

@@ -14,7 +14,11 @@ profile's generator resolution):
   scan_* (AlignedScan)       optional: the self-scan aligned at R (enrollment skips its align stage)
   ref_image [C,C,3], ref_points [478,3]   the person's reference photo (most neutral scan frame) and
                              its points, for the 2-D warp baseline
-  identity_refs [K,R,R,3]    reference frames of the person for the identity metric (scan frames)
+  identity_refs [K,R,R,3]    reference frames of the person for the identity metric: scan frames, or
+                             with identity_holdout H > 0 the scan's LAST H frames, which are then cut
+                             from scan_* and from the reference photo's candidates, so no method (the
+                             enrollment, nearest anchor, the warp) ever sees the frames identity is
+                             measured against (the fair protocol for a real scan: meta identity_holdout)
   landmark_net uint8 bytes   torch.save of the differentiable MediaPipe landmark network (reenact.mpdiff)
                              so the optimizer runs without mediapipe/tflite installed
 """
@@ -67,6 +71,26 @@ def track_video(path: str, crop_size: int, *, max_frames: int | None = None,
     return out
 
 
+def split_holdout(aligned, holdout: int, name: str = "scan"):
+    """(the scan without its last `holdout` frames, the held-out frames with a face [K, R, R, 3]; at most
+    NUM_IDENTITY_REFS of them, evenly spread). Refuses a split that leaves either side without a face."""
+    import dataclasses
+
+    n = len(aligned.has_face)
+    if not 0 < holdout < n:
+        raise ValueError(f"{name}: identity holdout {holdout} must be between 1 and the scan's frames - 1 ({n - 1})")
+    keep = n - holdout
+    faces = np.flatnonzero(aligned.has_face[keep:]) + keep
+    if not len(faces):
+        raise ValueError(f"{name}: no face in the last {holdout} scan frames held out for identity")
+    if not aligned.has_face[:keep].any():
+        raise ValueError(f"{name}: no face in the first {keep} scan frames left for enrollment")
+    pick = faces[np.unique(np.linspace(0, len(faces) - 1, min(NUM_IDENTITY_REFS, len(faces))).round().astype(int))]
+    per_frame = {f.name: getattr(aligned, f.name)[:keep] for f in dataclasses.fields(aligned)
+                 if isinstance(getattr(aligned, f.name), np.ndarray) and len(getattr(aligned, f.name)) == n}
+    return dataclasses.replace(aligned, frames_total=keep, **per_frame), aligned.crops[pick]
+
+
 def reference_photo(scan_path: str, frame_index: int, crop_size: int) -> tuple[np.ndarray, np.ndarray]:
     """The scan frame `frame_index` aligned at crop_size: (crop, points [478, 3] in the crop)."""
     from reenact.face.tracker import detect_image
@@ -94,11 +118,14 @@ def landmark_net_bytes() -> np.ndarray:
 
 def prepare(out: str | Path, *, driving: str, crop_size: int = 128, max_frames: int | None = None,
             scan: str | None = None, resolution: int | None = None, ground_truth: str | None = None,
-            protocol: str = "", notes: str = "") -> Path:
-    """Write the bundle (module doc). `scan` + `resolution`: align the self-scan for enrollment at R."""
+            protocol: str = "", notes: str = "", identity_holdout: int = 0) -> Path:
+    """Write the bundle (module doc). `scan` + `resolution`: align the self-scan for enrollment at R;
+    `identity_holdout` H > 0: the scan's last H frames are only identity references (module doc)."""
     from reenact.enroll import scan as scanmod
     from reenact.enroll.select import most_neutral_frame, quality_mask
 
+    if identity_holdout < 0 or (identity_holdout and not scan):
+        raise ValueError("identity_holdout needs a scan and must be >= 0")
     meta: dict = {"driving": str(driving), "crop_size": int(crop_size), "max_frames": max_frames,
                   "protocol": protocol, "notes": notes, "scan": str(scan) if scan else None,
                   "ground_truth": str(ground_truth) if ground_truth else None}
@@ -118,6 +145,10 @@ def prepare(out: str | Path, *, driving: str, crop_size: int = 128, max_frames: 
         aligned = scanmod.align_scan(scan, int(resolution), should_stop=lambda: False, progress=lambda i, n: None)
         meta["scan_align_seconds"] = time.perf_counter() - t0
         meta["resolution"] = int(resolution)
+        held = None
+        if identity_holdout:
+            aligned, held = split_holdout(aligned, identity_holdout, str(scan))
+            meta["identity_holdout"] = int(identity_holdout)
         for k, v in vars(aligned).items():
             arrays[f"scan_{k}"] = np.asarray(v)
         usable = quality_mask(aligned.crops, aligned.has_face)
@@ -127,9 +158,14 @@ def prepare(out: str | Path, *, driving: str, crop_size: int = 128, max_frames: 
         neutral = int(idx[most_neutral_frame(aligned.yaw[idx], aligned.pitch[idx], aligned.mouth_open[idx])])
         meta["reference_frame"] = neutral
         arrays["ref_image"], arrays["ref_points"] = reference_photo(scan, neutral, crop_size)
-        pick = idx[np.linspace(0, len(idx) - 1, min(NUM_IDENTITY_REFS, len(idx))).round().astype(int)]
-        arrays["identity_refs"] = aligned.crops[np.unique(pick)]
-        meta["identity_reference"] = f"{len(np.unique(pick))} self-scan frames aligned at {resolution} px"
+        if held is None:
+            pick = idx[np.linspace(0, len(idx) - 1, min(NUM_IDENTITY_REFS, len(idx))).round().astype(int)]
+            arrays["identity_refs"] = aligned.crops[np.unique(pick)]
+            meta["identity_reference"] = f"{len(np.unique(pick))} self-scan frames aligned at {resolution} px"
+        else:
+            arrays["identity_refs"] = held
+            meta["identity_reference"] = (f"{len(held)} held-out self-scan frames (the last {identity_holdout}, with "
+                                          f"a face; seen by no method) aligned at {resolution} px")
     arrays["landmark_net"] = landmark_net_bytes()
     arrays["meta"] = np.array(json.dumps(meta))
     out = Path(out)

@@ -54,6 +54,10 @@ def _add_prepare_args(p, with_output: bool) -> None:
     p.add_argument("--max-frames", type=int, default=None, help="driving frames used (default all)")
     p.add_argument("--protocol", default="", help="label: 'self' (PSNR vs the driver is scored) or 'cross'")
     p.add_argument("--notes", default="", help="free text stored in the bundle and shown in the report")
+    p.add_argument("--identity-holdout", type=int, default=0, metavar="H",
+                   help="hold the scan's last H frames out of the enrollment and the baselines and measure "
+                        "identity against them only (a fair identity reference for a real scan; default 0: "
+                        "identity against the scan's own frames)")
     if with_output:
         p.add_argument("-o", "--output", required=True, help="bundle .npz to write")
 
@@ -163,7 +167,8 @@ def run(ns) -> int:
     if cmd == "prepare":
         path = bundle_mod.prepare(ns.output, driving=ns.driving, crop_size=ns.crop_size, max_frames=ns.max_frames,
                                   scan=ns.scan, resolution=_profile_resolution(ns),
-                                  ground_truth=ns.ground_truth, protocol=ns.protocol, notes=ns.notes)
+                                  ground_truth=ns.ground_truth, protocol=ns.protocol, notes=ns.notes,
+                                  identity_holdout=ns.identity_holdout)
         print(f"wrote {path}")
         return 0
     if cmd == "produce":
@@ -186,7 +191,8 @@ def run(ns) -> int:
         path = bundle_mod.prepare(out / "bundle.npz", driving=ns.driving, crop_size=ns.crop_size,
                                   max_frames=ns.max_frames, scan=None if ns.store else ns.scan,
                                   resolution=_profile_resolution(ns), ground_truth=ns.ground_truth,
-                                  protocol=ns.protocol, notes=ns.notes)
+                                  protocol=ns.protocol, notes=ns.notes,
+                                  identity_holdout=ns.identity_holdout)
         if ns.methods:
             _produce(ns, str(path), str(out))
         elif not ns.output:

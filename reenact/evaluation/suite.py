@@ -33,6 +33,9 @@ def add_suite_args(p) -> None:
     p.add_argument("--self-ground-truth", default=None, help="ground_truth.json of --self-driving")
     p.add_argument("--cross-driving", default=None, help="driving video of another person (default: carphone)")
     p.add_argument("--scan-frames", type=int, default=90)
+    p.add_argument("--identity-holdout", type=int, default=0, metavar="H",
+                   help="hold the scan's last H frames out of every method and measure identity against them "
+                        "only (for a real scan; default 0: identity against the scan's own frames)")
     p.add_argument("--scan-size", type=int, default=256)
     p.add_argument("--fixture-jaw-drop", type=float, default=None,
                    help="fixture person's jaw drop at a full mouth opening, in face widths (default "
@@ -125,10 +128,11 @@ def run_suite(ns) -> dict:
         t0 = time.perf_counter()
         prepare(out / "self" / "bundle.npz", driving=self_drv, crop_size=ns.crop_size, max_frames=_self_frames(ns),
                 scan=scan, resolution=resolution, ground_truth=self_gt, protocol="self",
+                identity_holdout=getattr(ns, "identity_holdout", 0),
                 notes=" ".join(filter(None, [fixture_note, "driver: held-out frames of the same person"
                                              + (" (fixture, exact ground truth)" if not ns.self_driving else "")])))
         prepare(out / "cross" / "bundle.npz", driving=cross_drv, crop_size=ns.crop_size, max_frames=ns.frames,
-                scan=scan, resolution=resolution, protocol="cross",
+                scan=scan, resolution=resolution, protocol="cross", identity_holdout=getattr(ns, "identity_holdout", 0),
                 notes=" ".join(filter(None, [fixture_note, f"driver: another real person ({Path(cross_drv).name})"])))
         timings["prepare_seconds"] = time.perf_counter() - t0
     if ns.phase in ("produce", "all"):

@@ -425,3 +425,35 @@ def test_slices_of_a_long_driver_merge_into_the_one_run_result(suite, tmp_path, 
     (Path(parts[1]) / "produce.json").write_text(json.dumps(old_style))
     assert cli_main(["eval", "merge", str(tmp_path / "old"), *parts, "--bundle", str(bundle)]) == 2
     assert "which is not here" in capsys.readouterr().err
+
+
+def test_identity_holdout_keeps_the_reference_frames_away_from_every_method(suite, tmp_path, capsys):
+    """`eval prepare --identity-holdout H` (the fair identity protocol for a real scan): the scan's last H
+    frames are cut from the bundle's scan (what the enrollment, nearest anchor and the warp read) and are the
+    identity references, nothing else is; the reference photo is picked from the kept frames. A split that
+    leaves no frame for enrollment, a negative count, or a holdout without a scan is refused (exit 2) and
+    writes nothing."""
+    from reenact.evaluation.bundle import Bundle
+
+    scan, drv = suite / "fixture" / "scan" / "selfscan.mp4", suite / "fixture" / "heldout" / "driving.mp4"
+    common = ["eval", "prepare", "--driving", str(drv), "--scan", str(scan), "--max-frames", "2", "--crop-size", "64",
+              "--profile-set", "resolution=64"]
+    assert cli_main([*common, "-o", str(tmp_path / "all.npz")]) == 0
+    assert cli_main([*common, "--identity-holdout", "3", "-o", str(tmp_path / "held.npz")]) == 0
+    full, held = Bundle(tmp_path / "all.npz"), Bundle(tmp_path / "held.npz")
+    n = len(full["scan_has_face"])
+    assert len(held["scan_has_face"]) == n - 3 and int(held["scan_frames_total"]) == n - 3
+    for key in ("scan_crops", "scan_points", "scan_has_face", "scan_yaw", "scan_mouth_open"):
+        assert np.array_equal(held[key], full[key][: n - 3]), key
+    tail = full["scan_crops"][n - 3:][full["scan_has_face"][n - 3:]]
+    assert len(tail) and np.array_equal(held["identity_refs"], tail)
+    assert not any(np.array_equal(r, c) for r in held["identity_refs"] for c in held["scan_crops"])
+    assert held.meta["identity_holdout"] == 3 and "held-out" in held.meta["identity_reference"]
+    assert held.meta["reference_frame"] < n - 3 and "identity_holdout" not in full.meta
+    for bad, msg in ((str(n), "between 1 and"), ("-1", "must be >= 0")):
+        capsys.readouterr()
+        assert cli_main([*common, "--identity-holdout", bad, "-o", str(tmp_path / "bad.npz")]) == 2
+        assert msg in capsys.readouterr().err and not (tmp_path / "bad.npz").exists()
+    assert cli_main(["eval", "prepare", "--driving", str(drv), "--max-frames", "2", "--identity-holdout", "1",
+                     "-o", str(tmp_path / "noscan.npz")]) == 2
+    assert "needs a scan" in capsys.readouterr().err and not (tmp_path / "noscan.npz").exists()
