@@ -161,7 +161,7 @@ case "$what" in
     OUT=${OUT:-runs/results-real}; b="$OUT/cross/bundle.npz"
     "$PY" -m reenact.evaluation produce "$b" --out "$OUT/baselines" --methods nearest,warp
     for d in "$OUT/baselines" "$OUT"/e[0-9]*/; do
-      [ -f "$d/produce.json" ] && "$PY" -m reenact.evaluation score "$d" --bundle "$b"
+      if [ -f "$d/produce.json" ]; then "$PY" -m reenact.evaluation score "$d" --bundle "$b"; fi
     done ;;
   *) echo "usage: $0 cpu|gpu-prepare|gpu-produce|gpu-opening|gpu-variants|gpu-enrollments|gpu-paper|baselines|gpu-score|real-prepare|real-enrollments|real-score" >&2; exit 2 ;;
 esac

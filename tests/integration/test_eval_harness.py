@@ -457,3 +457,25 @@ def test_identity_holdout_keeps_the_reference_frames_away_from_every_method(suit
     assert cli_main(["eval", "prepare", "--driving", str(drv), "--max-frames", "2", "--identity-holdout", "1",
                      "-o", str(tmp_path / "noscan.npz")]) == 2
     assert "needs a scan" in capsys.readouterr().err and not (tmp_path / "noscan.npz").exists()
+
+
+def test_results_script_real_person_prepare_and_baselines(tmp_path):
+    """`scripts/results.sh real-prepare` then `real-score` (docs/RESULTS.md "eleventh session"): the carphone
+    clip (a real recording) is the person, its last 30 frames are only identity references, the driver is the
+    astronaut fixture with ground truth; real-score runs and scores the generator-free baselines on it."""
+    from reenact.evaluation.bundle import Bundle
+
+    out = tmp_path / "real"
+    env = dict(os.environ, OUT=str(out), FRAMES="3", PYTHON=sys.executable, PYTHONPATH=str(ROOT))
+    for mode in ("real-prepare", "real-score"):
+        done = subprocess.run(["bash", str(ROOT / "scripts" / "results.sh"), mode], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, (mode, done.stderr[-3000:])
+    b = Bundle(out / "cross" / "bundle.npz")
+    assert b.num_frames == 3 and b.meta["identity_holdout"] == 30 and "REAL person" in b.meta["notes"]
+    assert len(b["scan_has_face"]) == 90 and len(b["identity_refs"]) == 16 and "gt_points" in b
+    assert b["scan_crops"].shape[1:] == (256, 256, 3) and b.crop_size == 256
+    res = json.loads((out / "baselines" / "results.json").read_text())
+    assert set(res["methods"]) == {"nearest", "warp"} and res["identity"]["references"] == 16
+    for m in ("nearest", "warp"):
+        assert res["methods"][m]["aggregate"]["frames"] == 3
