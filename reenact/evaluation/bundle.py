@@ -25,6 +25,7 @@ profile's generator resolution):
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import time
@@ -71,11 +72,14 @@ def track_video(path: str, crop_size: int, *, max_frames: int | None = None,
     return out
 
 
+def spread(idx: np.ndarray) -> np.ndarray:
+    """At most NUM_IDENTITY_REFS of the sorted indices `idx`, evenly spread (first and last kept)."""
+    return idx[np.unique(np.linspace(0, len(idx) - 1, min(NUM_IDENTITY_REFS, len(idx))).round().astype(int))]
+
+
 def split_holdout(aligned, holdout: int, name: str = "scan"):
     """(the scan without its last `holdout` frames, the held-out frames with a face [K, R, R, 3]; at most
     NUM_IDENTITY_REFS of them, evenly spread). Refuses a split that leaves either side without a face."""
-    import dataclasses
-
     n = len(aligned.has_face)
     if not 0 < holdout < n:
         raise ValueError(f"{name}: identity holdout {holdout} must be between 1 and the scan's frames - 1 ({n - 1})")
@@ -85,10 +89,9 @@ def split_holdout(aligned, holdout: int, name: str = "scan"):
         raise ValueError(f"{name}: no face in the last {holdout} scan frames held out for identity")
     if not aligned.has_face[:keep].any():
         raise ValueError(f"{name}: no face in the first {keep} scan frames left for enrollment")
-    pick = faces[np.unique(np.linspace(0, len(faces) - 1, min(NUM_IDENTITY_REFS, len(faces))).round().astype(int))]
     per_frame = {f.name: getattr(aligned, f.name)[:keep] for f in dataclasses.fields(aligned)
                  if isinstance(getattr(aligned, f.name), np.ndarray) and len(getattr(aligned, f.name)) == n}
-    return dataclasses.replace(aligned, frames_total=keep, **per_frame), aligned.crops[pick]
+    return dataclasses.replace(aligned, frames_total=keep, **per_frame), aligned.crops[spread(faces)]
 
 
 def reference_photo(scan_path: str, frame_index: int, crop_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -159,9 +162,9 @@ def prepare(out: str | Path, *, driving: str, crop_size: int = 128, max_frames: 
         meta["reference_frame"] = neutral
         arrays["ref_image"], arrays["ref_points"] = reference_photo(scan, neutral, crop_size)
         if held is None:
-            pick = idx[np.linspace(0, len(idx) - 1, min(NUM_IDENTITY_REFS, len(idx))).round().astype(int)]
-            arrays["identity_refs"] = aligned.crops[np.unique(pick)]
-            meta["identity_reference"] = f"{len(np.unique(pick))} self-scan frames aligned at {resolution} px"
+            pick = spread(idx)
+            arrays["identity_refs"] = aligned.crops[pick]
+            meta["identity_reference"] = f"{len(pick)} self-scan frames aligned at {resolution} px"
         else:
             arrays["identity_refs"] = held
             meta["identity_reference"] = (f"{len(held)} held-out self-scan frames (the last {identity_holdout}, with "
