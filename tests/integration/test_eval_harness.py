@@ -479,3 +479,43 @@ def test_results_script_real_person_prepare_and_baselines(tmp_path):
     assert set(res["methods"]) == {"nearest", "warp"} and res["identity"]["references"] == 16
     for m in ("nearest", "warp"):
         assert res["methods"][m]["aggregate"]["frames"] == 3
+
+
+def test_anchor_identity_benchmark_renders_and_scores_the_stored_anchors(suite, tmp_path):
+    """benchmarks/anchor_identity.py (docs/RESULTS.md, "twelfth session"): `render` draws every stored anchor's W
+    with the person's generator, exactly as the evaluation renders latents; `score` puts each render beside the
+    real scan frame it was tuned on (same index) and scores both against the bundle's identity references.
+    A bundle whose scan the anchors do not index is refused."""
+    import torch
+
+    from reenact.evaluation import methods
+
+    script = [sys.executable, str(ROOT / "benchmarks" / "anchor_identity.py")]
+    store, bundle = f"file://{(suite / 'self' / 'store').resolve()}", suite / "self" / "bundle.npz"
+    npz, js = tmp_path / "anchors.npz", tmp_path / "anchors.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for args in (["render", "--store", store, "--out", str(npz)],
+                 ["score", "--renders", str(npz), "--bundle", str(bundle), "--json", str(js)]):
+        done = subprocess.run([*script, *args], env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, (args, done.stderr[-3000:])
+    assert "| render -> its own real frame |" in done.stdout
+    person = methods.load_person(store, "person", "cpu")
+    with np.load(npz) as z:
+        renders, idx = z["renders"], z["anchor_frames"]
+    m = person.model
+    assert np.array_equal(idx, person.anchor_frames) and len(renders) == len(m.anchor_w)
+    with torch.no_grad():
+        want = methods.render(m.G, m.anchor_w[:3, None, :].expand(-1, m.G.num_ws, -1).numpy(), "cpu")
+    assert np.array_equal(renders[:3], want)
+    table = json.loads(js.read_text())
+    assert table["anchors"] == len(idx) and table["references"] > 0
+    assert table["real_to_refs"]["count"] + table["real_to_refs"]["missing"] == len(idx)
+    from reenact.evaluation.bundle import Bundle
+    from reenact.evaluation.metrics import psnr_frames
+    real = Bundle(bundle)["scan_crops"][idx]
+    assert table["psnr_db"]["median"] == pytest.approx(float(np.median(psnr_frames(renders, real))))
+    bad = tmp_path / "bad.npz"
+    np.savez_compressed(bad, renders=renders, anchor_frames=idx + 10_000, info=np.array(json.dumps({})))
+    done = subprocess.run([*script, "score", "--renders", str(bad), "--bundle", str(bundle)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and "do not fit this bundle's scan" in done.stderr
