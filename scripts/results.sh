@@ -20,7 +20,12 @@
 #                                          # frames, identity references = its last 30, seen by no method) driven
 #                                          # by another person (the astronaut fixture), docs/RESULTS.md "eleventh session"
 #   bash scripts/results.sh real-enrollments  # GPU: ENROLLMENTS (default 2) enrollments x VARIANTS on that bundle
-#   bash scripts/results.sh real-score     # CPU: nearest + warp (no GPU needed) and the score of every output
+#   bash scripts/results.sh real-generators # GPU (or CPU): GENERATORS, enrollments with other profile fields side by
+#                                          # side, M on each, and every anchor rendered (docs/RESULTS.md "twelfth session")
+#   bash scripts/results.sh real-score     # CPU: nearest + warp (no GPU needed), the score of every output, and
+#                                          # the anchors' identity (benchmarks/anchor_identity.py) where rendered
+# RES and PROFILE (real-prepare, real-generators): the real bundle's resolution and the enrollment profile
+# (default 256 and gpu; RES=64 PROFILE=cpu-quick DEVICE=cpu is the CPU-scale run of the twelfth session).
 # Output: $OUT (default runs/results-<profile>)/results.md, {self,cross}/results.json and report.html.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -134,7 +139,8 @@ case "$what" in
       --yaw-max "${YAW_MAX:-15}" --pitch-max "${PITCH_MAX:-12}" --out "$OUT/driver"
     scan=$("$PY" -c "from reenact.samples import carphone_video_path; print(carphone_video_path())")
     "$PY" -m reenact.evaluation prepare --driving "$OUT/driver/selfscan.mp4" --ground-truth "$OUT/driver/ground_truth.json" \
-      --scan "$scan" --identity-holdout "${HOLDOUT:-30}" --crop-size 256 --profile gpu --protocol cross \
+      --scan "$scan" --identity-holdout "${HOLDOUT:-30}" --crop-size "${RES:-256}" --profile "${PROFILE:-gpu}" \
+      --profile-set resolution="${RES:-256}" --protocol cross \
       --notes "REAL person: the carphone man (scan: the clip's first frames; identity references: its last ${HOLDOUT:-30}, seen by no method); driver: another person, the astronaut TEST FIXTURE" \
       -o "$OUT/cross/bundle.npz" ;;
   real-enrollments)
@@ -157,11 +163,32 @@ case "$what" in
         $(opts "$v") > "$OUT/e$i-${v%%:*}.log" 2>&1 & pids+=($!)
     done; for pid in "${pids[@]}"; do wait "$pid"; done; done
     echo "enrolled with ${first%%:*}: $OUT/e<i>; variants: $OUT/e<i>-<name>" ;;
+  real-generators)
+    # Is the identity gap the generator's? GENERATORS: "name:field=v,field=v ..." (profile fields; an empty list
+    # keeps the profile), each enrolled from the real-prepare bundle's scan into $OUT/g-<name> side by side with
+    # M (motion relative, opening_weight 4, latent_sigma 2, init mixed), then every anchor's W rendered into
+    # $OUT/g-<name>/anchors.npz (scored by real-score on the CPU, where dlib is).
+    OUT=${OUT:-runs/results-real}; b="$OUT/cross/bundle.npz"; dev=${DEVICE:-cuda}
+    pids=(); for g in ${GENERATORS:-"def:" "t1500:tune_steps=1500" "bp1:base_perceptual=1.0" "b6kt1500:base_steps=6000,tune_steps=1500"}; do
+      name=${g%%:*}; sets=(); IFS=, read -ra kvs <<< "${g#*:}"
+      for kv in "${kvs[@]}"; do sets+=(--profile-set "$kv"); done
+      [ "$dev" = cuda ] || sets+=(--profile-set p0_samples=0)  # the P0 check needs dlib, absent on the GPU machine
+      ( "$PY" -m reenact.evaluation produce "$b" --out "$OUT/g-$name" --device "$dev" --profile "${PROFILE:-gpu}" \
+          --profile-set resolution="${RES:-256}" --methods ours-relative --frames-format "${FRAMES_FORMAT:-jpg}" \
+          --ours-set opening_weight=4 --ours-set latent_sigma=2 --ours-set init=mixed "${sets[@]}" &&
+        "$PY" benchmarks/anchor_identity.py render --store "file://$(cd "$OUT/g-$name" && pwd)/store" \
+          --out "$OUT/g-$name/anchors.npz" --device "$dev" ) > "$OUT/g-$name.log" 2>&1 & pids+=($!)
+    done
+    rc=0; for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
+    echo "generators: $OUT/g-<name> (logs $OUT/g-<name>.log)"; exit $rc ;;
   real-score)
     OUT=${OUT:-runs/results-real}; b="$OUT/cross/bundle.npz"
     "$PY" -m reenact.evaluation produce "$b" --out "$OUT/baselines" --methods nearest,warp
-    for d in "$OUT/baselines" "$OUT"/e[0-9]*/; do
+    for d in "$OUT/baselines" "$OUT"/e[0-9]*/ "$OUT"/g-*/; do
       if [ -f "$d/produce.json" ]; then "$PY" -m reenact.evaluation score "$d" --bundle "$b"; fi
+      if [ -f "$d/anchors.npz" ]; then
+        "$PY" benchmarks/anchor_identity.py score --renders "$d/anchors.npz" --bundle "$b" --json "$d/anchors.json"
+      fi
     done ;;
-  *) echo "usage: $0 cpu|gpu-prepare|gpu-produce|gpu-opening|gpu-variants|gpu-enrollments|gpu-paper|baselines|gpu-score|real-prepare|real-enrollments|real-score" >&2; exit 2 ;;
+  *) echo "usage: $0 cpu|gpu-prepare|gpu-produce|gpu-opening|gpu-variants|gpu-enrollments|gpu-paper|baselines|gpu-score|real-prepare|real-enrollments|real-generators|real-score" >&2; exit 2 ;;
 esac

@@ -55,6 +55,7 @@ class LoadedPerson:
     anchor_frames: np.ndarray     # [N] scan frame index of each anchor (-1: unknown)
     enroll_seconds: float         # NaN for a person loaded from a store
     source: str
+    profile: dict | None = None   # the enrollment profile the version's manifest records (None: no generator)
 
 
 def sync(device) -> None:
@@ -144,7 +145,8 @@ def load_person(store_url: str, person_id: str, device: str, version: int | None
                          weights_only=True)
     frames = anchors.get("anchor_frames")
     frames = np.full(len(model.anchor_w), -1) if frames is None else np.asarray(frames)
-    return LoadedPerson(model, frames, float("nan"), f"{store_url} {person_id} v{model.version}")
+    profile = repo.manifest(person_id, model.version).metadata.get("profile")
+    return LoadedPerson(model, frames, float("nan"), f"{store_url} {person_id} v{model.version}", profile)
 
 
 @dataclasses.dataclass
@@ -478,6 +480,7 @@ def _produce(bundle, bundle_path, out_dir, methods, device, store, person_id, pr
     info: dict = {"bundle": str(Path(bundle_path).resolve()), "device": device, "device_name": device_name(device),
                   "person": person.source, "resolution": person.model.resolution,
                   "num_anchors": int(len(person.model.anchor_points)), "enroll_seconds": person.enroll_seconds,
+                  "profile": person.profile,
                   "scan_align_seconds": bundle.meta.get("scan_align_seconds"), "frames": bundle.num_frames,
                   "torch": torch.__version__, "methods": {}}
     if "slice" in bundle.meta:  # eval merge reads these, also where the slice file is not (another machine)

@@ -519,3 +519,27 @@ def test_anchor_identity_benchmark_renders_and_scores_the_stored_anchors(suite, 
     done = subprocess.run([*script, "score", "--renders", str(bad), "--bundle", str(bundle)], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode != 0 and "do not fit this bundle's scan" in done.stderr
+
+
+def test_results_script_real_generators_enroll_variants_and_score_their_anchors(tmp_path):
+    """`scripts/results.sh real-generators` (docs/RESULTS.md "twelfth session"): each GENERATORS entry enrolls the
+    real person's scan with its profile fields into $OUT/g-<name> (the fields reach the stored profile), runs M and
+    renders every anchor; `real-score` then scores the outputs and the anchors' identity. Here at 32 px on the CPU
+    (RES, PROFILE, DEVICE) with a few training steps: the numbers of such a tiny person are not quality claims."""
+    out = tmp_path / "real"
+    tiny = "base_steps=20,tune_steps=3,init_steps=3,init_samples=8,eval_steps=2"
+    env = dict(os.environ, OUT=str(out), FRAMES="3", RES="32", PROFILE="cpu-quick", DEVICE="cpu",
+               GENERATORS=f"a:{tiny} b:{tiny},tune_steps=4", PYTHON=sys.executable, PYTHONPATH=str(ROOT))
+    for mode in ("real-prepare", "real-generators", "real-score"):
+        done = subprocess.run(["bash", str(ROOT / "scripts" / "results.sh"), mode], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, (mode, done.stdout[-2000:], done.stderr[-3000:])
+    assert "| their renders -> references |" in done.stdout
+    for name, tune in (("a", 3), ("b", 4)):
+        g = out / f"g-{name}"
+        produced = json.loads((g / "produce.json").read_text())
+        assert produced["profile"]["tune_steps"] == tune and produced["profile"]["resolution"] == 32
+        res = json.loads((g / "results.json").read_text())
+        assert res["methods"]["ours-relative"]["aggregate"]["frames"] == 3
+        anchors = json.loads((g / "anchors.json").read_text())
+        assert anchors["anchors"] == produced["num_anchors"] and anchors["references"] == 16
