@@ -172,7 +172,7 @@ case "$what" in
     pids=(); for g in ${GENERATORS:-"def:" "bp1:base_perceptual=1.0" "bp1s1:base_perceptual=1.0,seed=1" "bp1t1500:base_perceptual=1.0,tune_steps=1500"}; do
       name=${g%%:*}; sets=(); IFS=, read -ra kvs <<< "${g#*:}"
       for kv in "${kvs[@]}"; do sets+=(--profile-set "$kv"); done
-      [ "$dev" = cuda ] || sets+=(--profile-set p0_samples=0)  # the P0 check needs dlib, absent on the GPU machine
+      [ "$dev" = cuda ] || sets+=(--profile-set p0_samples=0)  # CPU: no P0 check (its renders take long here)
       ( "$PY" -m reenact.evaluation produce "$b" --out "$OUT/g-$name" --device "$dev" --profile "${PROFILE:-gpu}" \
           --profile-set resolution="${RES:-256}" --methods ours-relative --frames-format "${FRAMES_FORMAT:-jpg}" \
           --ours-set opening_weight=4 --ours-set latent_sigma=2 --ours-set init=mixed "${sets[@]}" &&
