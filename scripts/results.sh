@@ -169,7 +169,7 @@ case "$what" in
     # M (motion relative, opening_weight 4, latent_sigma 2, init mixed), then every anchor's W rendered into
     # $OUT/g-<name>/anchors.npz (scored by real-score on the CPU, where dlib is).
     OUT=${OUT:-runs/results-real}; b="$OUT/cross/bundle.npz"; dev=${DEVICE:-cuda}
-    pids=(); for g in ${GENERATORS:-"def:" "bp1:base_perceptual=1.0" "bp1s1:base_perceptual=1.0,seed=1" "bp1t1500:base_perceptual=1.0,tune_steps=1500"}; do
+    pids=(); for g in ${GENERATORS:-"bp0:base_perceptual=0.0" "bp1:base_perceptual=1.0" "bp1s1:base_perceptual=1.0,seed=1" "bp1t1500:base_perceptual=1.0,tune_steps=1500"}; do
       name=${g%%:*}; sets=(); IFS=, read -ra kvs <<< "${g#*:}"
       for kv in "${kvs[@]}"; do sets+=(--profile-set "$kv"); done
       [ "$dev" = cuda ] || sets+=(--profile-set p0_samples=0)  # CPU: no P0 check (its renders take long here)
