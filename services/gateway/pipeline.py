@@ -183,40 +183,53 @@ class StreamStats:
 
 
 class DrivingSink:
-    """Writes driving frames to an mp4 file next to the reenactment (for Render's paste-back)."""
+    """Writes driving frames to an mp4 file next to the reenactment (for Render's paste-back).
+
+    Thread-safe: the source stage adds frames while the RPC thread may close the sink (a cancelled stream or a
+    passed deadline does not wait for the source, which can be blocked on the client). Closing the muxer while
+    another thread muxes crashes libavformat (a segfault of the whole gateway), so every call holds one lock
+    and, once closed, `add` and `finish` do nothing."""
 
     def __init__(self, path: pathlib.Path, fps: float) -> None:
         self.path, self.fps = path, fps
         self._enc = None
         self._f = None
         self._size: tuple[int, int] | None = None
+        self._lock = threading.Lock()
+        self._closed = False
 
     def add(self, rgb: np.ndarray) -> None:
         from reenact.video import Mp4ChunkEncoder
 
-        if self._enc is None:
-            h, w = rgb.shape[:2]
-            self._size = (w, h)
-            self._enc = Mp4ChunkEncoder(self.fps, w, h)
-            self._f = open(self.path, "wb")  # noqa: SIM115 - closed in finish/close
-        for chunk in self._enc.add(rgb):
-            self._f.write(chunk)
+        with self._lock:
+            if self._closed:
+                return
+            if self._enc is None:
+                h, w = rgb.shape[:2]
+                self._size = (w, h)
+                self._enc = Mp4ChunkEncoder(self.fps, w, h)
+                self._f = open(self.path, "wb")  # noqa: SIM115 - closed in finish/close
+            for chunk in self._enc.add(rgb):
+                self._f.write(chunk)
 
     def finish(self) -> pathlib.Path | None:
-        if self._enc is None:
-            return None
-        for chunk in self._enc.finish():
-            self._f.write(chunk)
-        self._f.close()
-        self._enc = None
-        return self.path
+        with self._lock:
+            if self._closed or self._enc is None:
+                return None
+            for chunk in self._enc.finish():
+                self._f.write(chunk)
+            self._f.close()
+            self._enc = None
+            return self.path
 
     def close(self) -> None:
-        if self._enc is not None:
-            self._enc.close()
-            self._enc = None
-        if self._f is not None:
-            self._f.close()
+        with self._lock:
+            self._closed = True
+            if self._enc is not None:
+                self._enc.close()
+                self._enc = None
+            if self._f is not None:
+                self._f.close()
 
 
 class ReenactPipeline:

@@ -506,7 +506,9 @@ def test_anchor_identity_benchmark_renders_and_scores_the_stored_anchors(suite, 
     assert np.array_equal(idx, person.anchor_frames) and len(renders) == len(m.anchor_w)
     with torch.no_grad():
         want = methods.render(m.G, m.anchor_w[:3, None, :].expand(-1, m.G.num_ws, -1).numpy(), "cpu")
-    assert np.array_equal(renders[:3], want)
+    # the same W rendered in another process: float rounding (thread count) may move a pixel by one level
+    diff = np.abs(renders[:3].astype(np.int16) - want.astype(np.int16))
+    assert renders[:3].shape == want.shape and diff.max() <= 2 and diff.mean() < 0.05
     table = json.loads(js.read_text())
     assert table["anchors"] == len(idx) and table["references"] > 0
     assert table["real_to_refs"]["count"] + table["real_to_refs"]["missing"] == len(idx)
