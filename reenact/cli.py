@@ -1233,7 +1233,11 @@ _lip_warp = _up_to("MAX_LIP_WARP")
 
 
 def _add_stack_commands(sub, common) -> None:
-    up = sub.add_parser("up", parents=[common], help="start the local stack (Triton + services on loopback)")
+    up = sub.add_parser("up", parents=[common], help="start the local stack (Triton + services on loopback)",
+                        description="Start tritonserver and the four services on free loopback ports (drawn "
+                                    "below the kernel's ephemeral range; when a port is taken before its "
+                                    "process binds it, the stack starts again on new ports, 3 tries). "
+                                    "Addresses: `reenact status`; logs: WORKDIR/logs.")
     up.add_argument("--detach", action="store_true", help="return after start; stop later with `reenact down`")
     up.add_argument("--store-url", default=None, help="artifact store (default: WORKDIR/store)")
     up.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))

@@ -21,7 +21,6 @@ import logging
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from reenact.pdeathsig import with_parent_death_signal
+from reenact.ports import free_port, free_ports, is_bind_failure  # noqa: F401 - free_port: re-exported
 
 log = logging.getLogger("reenact.launcher")
 
@@ -40,12 +40,7 @@ STATE_FILE = "stack.json"
 STATE_SCHEMA = 1
 # Start order; stop order is the reverse (the gateway drains first, Triton goes last).
 STACK_ORDER = ("triton", "landmarks", "trainer", "optimizer", "gateway")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+START_ATTEMPTS = 3   # tries of start_local_stack when a port was taken before its process bound it
 
 
 def wait_serving(address: str, timeout: float, service: str = "", proc: subprocess.Popen | None = None) -> None:
@@ -355,13 +350,43 @@ def start_local_stack(workdir: str | os.PathLike, *, store_url: str | None = Non
         raise ValueError("triton=False needs the triton_url of a running Triton")
     extra = extra_args or {}
     env = {**thread_env(threads), **(env or {})}
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            processes, url = _start_stack_once(workdir, logs, model_repo, store_url, device, profile, triton,
+                                               triton_url, detach, timeout, extra, env)
+            break
+        except RuntimeError as exc:
+            # a port handed to a child was taken before it bound (another process, an outgoing connection):
+            # everything was stopped; start again on new ports
+            if attempt == START_ATTEMPTS or not is_bind_failure(str(exc)):
+                raise
+            log.warning("a port was taken before its service bound it; starting the stack again on new ports",
+                        extra={"attempt": attempt, "error": str(exc).splitlines()[0][:200]})
+            # keep this try's logs apart, so that the next try's logs (and its error) hold only its own lines
+            kept = logs / f"attempt-{attempt}"
+            kept.mkdir(parents=True, exist_ok=True)
+            for f in logs.glob("*.log"):
+                f.replace(kept / f.name)
+    local = LocalStack(workdir=workdir, store_url=store_url, model_repository=model_repo, triton_url=url,
+                       processes={n: processes[n] for n in STACK_ORDER if n in processes}, env=env, detach=detach)
+    log.info("local stack up", extra={"gateway": local.gateway_address, "triton": url, "workdir": str(workdir)})
+    return local
+
+
+def _start_stack_once(workdir: pathlib.Path, logs: pathlib.Path, model_repo: pathlib.Path, store_url: str,
+                      device: str, profile: str | None, triton: bool, triton_url: str | None, detach: bool,
+                      timeout: float, extra: dict[str, list[str]], env: dict[str, str]
+                      ) -> tuple[dict[str, ServiceProcess], str]:
+    """One try of start_local_stack on fresh ports: (processes, triton_url); on failure all are stopped."""
     stack = Stack(logs, detach=detach)
-    ports = {name: free_port() for name in ("landmarks", "trainer", "optimizer", "gateway")}
-    addr = {name: f"127.0.0.1:{p}" for name, p in ports.items()}
+    names = ("landmarks", "trainer", "optimizer", "gateway")
+    picked = iter(free_ports(2 * len(names) + 2))   # a gRPC and a metrics port each, Triton's two
+    ports = {name: (next(picked), next(picked)) for name in names}
+    addr = {name: f"127.0.0.1:{p}" for name, (p, _m) in ports.items()}
     processes: dict[str, ServiceProcess] = {}
     try:
         if triton:
-            tport, tmport = free_port(), free_port()
+            tport, tmport = next(picked), next(picked)
             triton_url = f"127.0.0.1:{tport}"
             cmd = [sys.executable, "-m", "reenact.tritonserve", "--model-repository", str(model_repo),
                    "--grpc-port", str(tport), "--http-port", "-1", "--metrics-port", str(tmport),
@@ -378,7 +403,8 @@ def start_local_stack(workdir: str | os.PathLike, *, store_url: str | None = Non
                         "--model-repository", str(model_repo), "--default-profile", profile or ""],
         }
         for name in ("landmarks", "trainer", "optimizer", "gateway"):
-            processes[name] = stack.launch(name, *args[name], *extra.get(name, []), env=env, port=ports[name])
+            processes[name] = stack.launch(name, *args[name], *extra.get(name, []), env=env, port=ports[name][0],
+                                           metrics_port=ports[name][1])
         deadline = time.monotonic() + timeout
         if "triton" in processes:
             tp = processes["triton"]
@@ -392,10 +418,7 @@ def start_local_stack(workdir: str | os.PathLike, *, store_url: str | None = Non
         for name in reversed([n for n in STACK_ORDER if n in processes]):
             processes[name].stop(10)
         raise
-    local = LocalStack(workdir=workdir, store_url=store_url, model_repository=model_repo, triton_url=triton_url,
-                       processes={n: processes[n] for n in STACK_ORDER if n in processes}, env=env, detach=detach)
-    log.info("local stack up", extra={"gateway": local.gateway_address, "triton": triton_url, "workdir": str(workdir)})
-    return local
+    return processes, triton_url
 
 
 # ----------------------------------------------------------------------------------------------------

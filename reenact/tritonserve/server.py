@@ -58,6 +58,7 @@ from dataclasses import dataclass
 
 from reenact.errors import UnavailableError
 from reenact.pdeathsig import with_parent_death_signal
+from reenact.ports import free_port, free_ports, is_bind_failure  # noqa: F401 - free_port: re-exported
 
 log = logging.getLogger("reenact.tritonserve")
 
@@ -197,26 +198,6 @@ def server_env(base: dict[str, str] | None = None, extra_pythonpath: list[str] |
 # server
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def _free_ports(host: str, n: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < n:
-        p = free_port(host)
-        if p not in ports:
-            ports.append(p)
-    return ports
-
-
-_BIND_ERRORS = ("address already in use", "failed to start grpc", "failed to start http",
-                "failed to start metrics", "failed to bind")
-
-
 class TritonServer:
     """tritonserver as a child process on `host` (loopback by default), explicit model control.
 
@@ -343,7 +324,7 @@ class TritonServer:
     def _pick_ports(self) -> None:
         wanted = {k: v for k, v in self._want.items() if v is None or v >= 0}
         auto = [k for k, v in wanted.items() if not v]
-        fresh = iter(_free_ports(self.host if self.host not in ("", "::") else "127.0.0.1", len(auto)))
+        fresh = iter(free_ports(len(auto), self.host if self.host not in ("", "::") else "127.0.0.1"))
         self.ports = {k: (v if v else next(fresh)) for k, v in wanted.items()}
 
     def command(self) -> list[str]:
@@ -398,7 +379,7 @@ class TritonServer:
                 self._start_once()
                 break
             except TritonStartError as exc:
-                bind_failure = any(s in self.log_tail(200).lower() for s in _BIND_ERRORS)
+                bind_failure = is_bind_failure(self.log_tail(200))
                 if not bind_failure or attempt == retries - 1:
                     raise
                 log.warning("tritonserver lost a port race (%s); retrying with new ports", str(exc)[:200])

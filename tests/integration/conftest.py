@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from reenact.ports import free_port
+
 DUMMY_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -22,12 +23,6 @@ DUMMY_AWS_ENV = {
     "AWS_EC2_METADATA_DISABLED": "true",
 }
 AWS_ENV_TO_CLEAR = ["AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "REENACT_S3_ENDPOINT"]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _answers(url: str) -> bool:
@@ -43,7 +38,7 @@ def _answers(url: str) -> bool:
 def _start_moto(binary: Path, log_path: Path, attempts: int = 3) -> tuple[subprocess.Popen, str]:
     """Start moto_server on a free loopback port; retries when the port was taken meanwhile."""
     for _ in range(attempts):
-        port = _free_port()
+        port = free_port()
         endpoint = f"http://127.0.0.1:{port}"
         with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             proc = subprocess.Popen(
