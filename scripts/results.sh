@@ -19,12 +19,12 @@
 #   bash scripts/results.sh real-prepare   # CPU: a REAL person (the carphone man: scan = the clip's first 90
 #                                          # frames, identity references = its last 30, seen by no method) driven
 #                                          # by another person (the astronaut fixture), docs/RESULTS.md "eleventh session"
-#   bash scripts/results.sh real-enrollments  # GPU: ENROLLMENTS (default 2) enrollments x VARIANTS on that bundle
+#   bash scripts/results.sh real-enrollments  # GPU (or CPU): ENROLLMENTS (default 2) enrollments x VARIANTS on that bundle
 #   bash scripts/results.sh real-generators # GPU (or CPU): GENERATORS, enrollments with other profile fields side by
 #                                          # side, M on each, and every anchor rendered (docs/RESULTS.md "twelfth session")
 #   bash scripts/results.sh real-score     # CPU: nearest + warp (no GPU needed), the score of every output, and
 #                                          # the anchors' identity (benchmarks/anchor_identity.py) where rendered
-# RES and PROFILE (real-prepare, real-generators): the real bundle's resolution and the enrollment profile
+# RES and PROFILE (real-prepare, real-generators, real-enrollments): the real bundle's resolution and the enrollment profile
 # (default 256 and gpu; RES=64 PROFILE=cpu-quick DEVICE=cpu is the CPU-scale run of the twelfth session).
 # Output: $OUT (default runs/results-<profile>)/results.md, {self,cross}/results.json and report.html.
 set -euo pipefail
@@ -146,19 +146,24 @@ case "$what" in
   real-enrollments)
     # GPU: ENROLLMENTS fresh enrollments of the real-prepare bundle's scan side by side ($OUT/e<i>: the first
     # variant, which enrolls), then the other VARIANTS against each stored person ($OUT/e<i>-<name>).
+    # PROFILE_SET ("field=v,field=v"): profile fields of the enrollments (e.g. seed=1); DEVICE, PROFILE and
+    # RES as for real-generators (DEVICE=cpu PROFILE=cpu-quick RES=64: the CPU-scale run).
     OUT=${OUT:-runs/results-real}; b="$OUT/cross/bundle.npz"; m=opening_weight=4,latent_sigma=2,init=mixed
+    dev=${DEVICE:-cuda}; psets=(--profile-set resolution="${RES:-256}")
+    IFS=, read -ra kvs <<< "${PROFILE_SET:-}"; for kv in "${kvs[@]}"; do psets+=(--profile-set "$kv"); done
+    [ "$dev" = cuda ] || psets+=(--profile-set p0_samples=0)  # CPU: no P0 check (as real-generators)
     set -- ${VARIANTS:-"M:$m" "Mlw:$m,lip_warp=1"}
     opts() { local sets=() kvs; IFS=, read -ra kvs <<< "${1#*:}"; for kv in "${kvs[@]}"; do sets+=(--ours-set "$kv"); done
              echo "${sets[@]}"; }
     pids=(); for i in $(seq 1 "${ENROLLMENTS:-2}"); do
       # shellcheck disable=SC2046
-      "$PY" -m reenact.evaluation produce "$b" --out "$OUT/e$i" --device cuda --profile gpu --methods ours-relative \
-        --frames-format "${FRAMES_FORMAT:-jpg}" $(opts "$1") > "$OUT/e$i.log" 2>&1 & pids+=($!)
+      "$PY" -m reenact.evaluation produce "$b" --out "$OUT/e$i" --device "$dev" --profile "${PROFILE:-gpu}" "${psets[@]}" \
+        --methods ours-relative --frames-format "${FRAMES_FORMAT:-jpg}" $(opts "$1") > "$OUT/e$i.log" 2>&1 & pids+=($!)
     done
     for pid in "${pids[@]}"; do wait "$pid"; done; first=$1; shift
     for v in "$@"; do pids=(); for i in $(seq 1 "${ENROLLMENTS:-2}"); do
       # shellcheck disable=SC2046
-      "$PY" -m reenact.evaluation produce "$b" --out "$OUT/e$i-${v%%:*}" --device cuda --profile gpu --methods ours-relative \
+      "$PY" -m reenact.evaluation produce "$b" --out "$OUT/e$i-${v%%:*}" --device "$dev" --profile "${PROFILE:-gpu}" --methods ours-relative \
         --store "file://$(cd "$OUT/e$i" && pwd)/store" --person person --frames-format "${FRAMES_FORMAT:-jpg}" \
         $(opts "$v") > "$OUT/e$i-${v%%:*}.log" 2>&1 & pids+=($!)
     done; for pid in "${pids[@]}"; do wait "$pid"; done; done

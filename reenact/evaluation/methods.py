@@ -386,6 +386,9 @@ def run_ours(bundle: Bundle, person: LoadedPerson, device: str, net, options) ->
     sync(device)
     return {"frames": frames, "seconds": time.perf_counter() - t0, "steps": np.array([r.steps for r in results]),
             "engine_keypoint_error": np.array([r.keypoint_error for r in results]),
+            # how many anchors each frame's latent blends, and its mix (benchmarks/identity_spread.py)
+            "anchors_eff": np.array([r.anchors_eff for r in results], np.float32),
+            "alpha": np.stack([r.alpha for r in results]).astype(np.float32),
             "options": dataclasses.asdict(options), "starts": dict(opt.stats),
             "reference_anchor": None if opt.retargeter is None else opt.retargeter.reference_anchor}
 

@@ -16,7 +16,8 @@ softplus(beta) - beta (= 4.9e-4 at beta 0.03, sharpness 100) to every zero coeff
 alpha gives W+ = the anchor only up to a mix of about N * 4.9e-4 of the others (5% at N = 100).
 
 Regularizers (per batch element): L_delta = 10 * sum over the first 12 layers of ||delta_l||_2;
-L_sum = 10 * mean_l (sum_i A_raw[l, i] - 1)^2. Edits: gamma = (A A^T)^-1 A d for a W direction d,
+L_sum = 10 * mean_l (sum_i A_raw[l, i] - 1)^2. `anchor_entropy` (the optimizer's optional
+`alpha_entropy` term) measures how many anchors a point blends. Edits: gamma = (A A^T)^-1 A d for a W direction d,
 alpha' = alpha + theta * gamma, kept inside P_beta = {rows x: x / sum(x) >= -beta}.
 """
 
@@ -86,6 +87,23 @@ def l_delta(delta: torch.Tensor, *, num_layers: int = DELTA_LAYERS, weight: floa
 def l_sum(alpha: torch.Tensor, delta: torch.Tensor, *, weight: float = REG_WEIGHT) -> torch.Tensor:
     """weight * mean over layers of (sum_i A_raw[l, i] - 1)^2, per batch element."""
     return weight * (raw_coefficients(alpha, delta).sum(dim=-1) - 1).square().mean(dim=-1)
+
+
+def anchor_entropy(coeffs: torch.Tensor, *, eps: float = 1e-12) -> torch.Tensor:
+    """Mean over layers of the entropy (nats) of each layer's mix, per batch element: [..., num_ws, N] -> [...].
+
+    The negative entries the dilation allows count as 0 (the mix is renormalized over the positive ones).
+    0 for one anchor, log N for the uniform mix; exp of it is the effective number of anchors mixed.
+    """
+    p = coeffs.clamp_min(0)
+    p = p / p.sum(dim=-1, keepdim=True).clamp_min(eps)
+    return -(p * (p + eps).log()).sum(dim=-1).mean(dim=-1)
+
+
+@torch.no_grad()
+def effective_anchors(alpha: torch.Tensor, delta: torch.Tensor, *, beta: float = BETA) -> torch.Tensor:
+    """exp(entropy) of a point's mix, averaged over layers: how many anchors it blends (1 = one anchor)."""
+    return anchor_entropy(coefficients(alpha, delta, beta=beta)).exp()
 
 
 # ----------------------------------------------------------------------------------------------------

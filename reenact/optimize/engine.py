@@ -3,7 +3,7 @@
 Per driving frame t the engine finds a point (alpha_t, delta_t) of the person's P+ space minimizing
 
     L = keypoint_weight * (L_kp + opening_weight * L_open) + mouth_weight * L_mouth + eye_weight * L_eye
-        + L_delta + L_sum
+        + L_delta + L_sum + alpha_entropy * L_ent
 
 (reenact.optimize.losses). Streaming: `push(target)` buffers frames; keypoints are Gaussian smoothed over
 time (sigma `keypoint_sigma` frames, look-ahead ceil(3 sigma)), then frames are optimized `window` at a
@@ -57,7 +57,8 @@ INITS = ("auto", "anchor", "regressor", "mixed", "uniform", "random")
 PREDICTED_STARTS = ("regressor", "mixed")  # inits whose frames may start from the initializer's prediction
 ANCHOR_STARTS = ("anchor", "mixed")        # inits whose frames may start from their nearest anchor
 MOTIONS = ("absolute", "relative")
-LOSS_NAMES = ("keypoint", "mouth", "eye", "delta", "sum", "total")
+MAX_ALPHA_ENTROPY = 100.0
+LOSS_NAMES = ("keypoint", "mouth", "eye", "delta", "sum", "entropy", "total")
 MAX_STEPS = 100_000
 MAX_WINDOW = 1024
 MAX_MOUTH_STEP = 1.5  # mouth_starts' largest s: the candidates' 2s stays inside the edits' strength bound (3)
@@ -106,6 +107,10 @@ class OptimizerOptions:
     # model sees them at the returned latent (lip_src) and where that fraction of the way to the target's lip
     # shape puts them (lip_dst). Whoever renders the latent applies it (the gateway, the evaluation). 0 = off.
     lip_warp: float = 0.0
+    # > 0: weight of L_ent, the entropy of the point's mix of anchors (reenact.models.pplus.anchor_entropy, in
+    # nats, mean over layers): pulls each frame toward blends of few anchors (frames of the scan) instead of
+    # a wide average of many. 0 = off. FrameResult.anchors_eff reports exp(entropy) either way.
+    alpha_entropy: float = 0.0
 
     def override(self, **kw) -> OptimizerOptions:
         """A copy with the given fields; 0 / empty values mean 'unset' (proto defaults) and are ignored."""
@@ -155,6 +160,7 @@ class OptimizerOptions:
         yield "opening_range", range_ok
         yield "mouth_starts", real(self.mouth_starts, 0.0, MAX_MOUTH_STEP)
         yield "lip_warp", real(self.lip_warp, 0.0, lipwarp.MAX_GAIN)
+        yield "alpha_entropy", real(self.alpha_entropy, 0.0, MAX_ALPHA_ENTROPY)
 
 
 @dataclass
@@ -177,6 +183,7 @@ class FrameResult:
     keypoint_error: float        # mean 2-D distance over the subset / inter-ocular distance (NaN: no face)
     lip_src: np.ndarray | None = None  # float32 [40, 2] at R: the rendered lips (options.lip_warp > 0)
     lip_dst: np.ndarray | None = None  # float32 [40, 2] at R: where the residual lip warp moves them
+    anchors_eff: float = float("nan")  # how many anchors the point blends: exp(entropy of its mix), layer mean
 
 
 @dataclass
@@ -377,15 +384,17 @@ class ReenactmentOptimizer:
             n = self.anchors.shape[0]
             values = torch.from_numpy(np.stack(face)).to(self.device, torch.float32)
             alpha, delta = values[:, :n], values[:, n:].reshape(len(face), self.num_ws, n)
-            smoothed = iter(zip(self._ws(alpha, delta), _np(alpha), _np(delta), strict=True))
+            spread = _np(pp.effective_anchors(alpha, delta, beta=self.options.beta))
+            smoothed = iter(zip(self._ws(alpha, delta), _np(alpha), _np(delta), spread, strict=True))
         out = []
         for r, v in done:
             if v is not None:
-                ws, alpha, delta = next(smoothed)
-                r = dataclasses.replace(r, ws=ws, alpha=alpha, delta=delta)
+                ws, alpha, delta, eff = next(smoothed)
+                r = dataclasses.replace(r, ws=ws, alpha=alpha, delta=delta, anchors_eff=float(eff))
             elif self._last_out is not None:
                 p = self._last_out
-                r = dataclasses.replace(r, ws=p.ws.copy(), alpha=p.alpha.copy(), delta=p.delta.copy())
+                r = dataclasses.replace(r, ws=p.ws.copy(), alpha=p.alpha.copy(), delta=p.delta.copy(),
+                                        anchors_eff=p.anchors_eff)
             out.append(r)
             self._last_out = r
         return out
@@ -500,8 +509,10 @@ class ReenactmentOptimizer:
             alpha = pp.init_alpha(self.anchors.shape[0]).to(self.device)
             delta = torch.zeros(self.num_ws, self.anchors.shape[0], device=self.device)
             ws = self._ws(alpha, delta)
-            return FrameResult(index, ws, _np(alpha), _np(delta), {}, 0, float("nan"))
-        return FrameResult(index, prev.ws.copy(), prev.alpha.copy(), prev.delta.copy(), {}, 0, float("nan"))
+            return FrameResult(index, ws, _np(alpha), _np(delta), {}, 0, float("nan"),
+                               anchors_eff=float(pp.effective_anchors(alpha, delta, beta=self.options.beta)))
+        return FrameResult(index, prev.ws.copy(), prev.alpha.copy(), prev.delta.copy(), {}, 0, float("nan"),
+                           anchors_eff=prev.anchors_eff)
 
     def _initial_point(self, points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         n = self.anchors.shape[0]
@@ -581,13 +592,16 @@ class ReenactmentOptimizer:
         keypoint = losses.keypoint_loss(kp, batch.targets, self.subset)
         if o.opening_weight > 0:
             keypoint = keypoint + o.opening_weight * losses.opening_loss(kp, batch.targets)
-        terms = {"keypoint": keypoint, "mouth": zero, "eye": zero, "delta": point.l_delta(), "sum": point.l_sum()}
+        terms = {"keypoint": keypoint, "mouth": zero, "eye": zero, "delta": point.l_delta(), "sum": point.l_sum(),
+                 "entropy": zero}
+        if o.alpha_entropy > 0:
+            terms["entropy"] = o.alpha_entropy * pp.anchor_entropy(point.coefficients())
         if batch.pixels is not None and o.mouth_weight > 0:
             terms["mouth"] = losses.masked_l2(images, batch.pixels, batch.mouth)
         if batch.pixels is not None and o.eye_weight > 0:
             terms["eye"] = losses.masked_l2(images, batch.pixels, batch.eye)
         terms["total"] = (o.keypoint_weight * terms["keypoint"] + o.mouth_weight * terms["mouth"]
-                          + o.eye_weight * terms["eye"] + terms["delta"] + terms["sum"])
+                          + o.eye_weight * terms["eye"] + terms["delta"] + terms["sum"] + terms["entropy"])
         return terms, keypoint_error(kp.detach(), batch.targets, self.subset), images
 
     def _batch(self, frames: list[_Frame]) -> _Batch:
@@ -617,7 +631,8 @@ class ReenactmentOptimizer:
         self._previous = (alpha, delta)  # frames come in order: the last one wins
         terms = {k: float(best.terms[k][i]) for k in LOSS_NAMES}
         return FrameResult(index, self._ws(alpha, delta), _np(alpha), _np(delta), terms, steps,
-                           float(best.error[i]))
+                           float(best.error[i]),
+                           anchors_eff=float(pp.effective_anchors(alpha, delta, beta=self.options.beta)))
 
     @torch.no_grad()
     def _ws(self, alpha: torch.Tensor, delta: torch.Tensor) -> np.ndarray:

@@ -79,8 +79,11 @@ class _Point:
     def __init__(self, alpha: torch.Tensor, delta: torch.Tensor, anchors: torch.Tensor, beta: float) -> None:
         self.alpha, self.delta, self.anchors, self.beta = alpha, delta, anchors, beta
 
+    def coefficients(self) -> torch.Tensor:
+        return pp.coefficients(self.alpha, self.delta, beta=self.beta)
+
     def ws(self) -> torch.Tensor:
-        return pp.combine(pp.coefficients(self.alpha, self.delta, beta=self.beta), self.anchors)
+        return pp.combine(self.coefficients(), self.anchors)
 
     def l_delta(self) -> torch.Tensor:
         return pp.l_delta(self.delta)
@@ -309,9 +312,16 @@ class StaticStep:
         e.stats["warm_starts"] += warm_picks
         e.stats[f"{e.init}_starts"] += n - warm_picks
         results = []
+        spread = _np_effective_anchors(alpha, delta, self.engine.options.beta)
         for i, f in enumerate(frames):
             r = FrameResult(int(f.target.index), ws[i], alpha[i], delta[i],
-                            {k: float(terms[i, j]) for j, k in enumerate(LOSS_NAMES)}, self.steps, float(error[i]))
+                            {k: float(terms[i, j]) for j, k in enumerate(LOSS_NAMES)}, self.steps, float(error[i]),
+                            anchors_eff=float(spread[i]))
             results.append((r, None if pics is None else pics[i]))
         e._last_result = results[-1][0]
         return results
+
+
+def _np_effective_anchors(alpha: np.ndarray, delta: np.ndarray, beta: float) -> np.ndarray:
+    """pp.effective_anchors of host arrays alpha [B, N], delta [B, num_ws, N] -> [B]."""
+    return pp.effective_anchors(torch.from_numpy(alpha), torch.from_numpy(delta), beta=beta).numpy()

@@ -115,6 +115,10 @@ def test_each_baseline_output(suite):
     # (d) ours: the first frame's budget, then the warm-started windows' budget (early stop allowed)
     steps = frames["ours"]["steps"]
     assert steps[0] <= 6 and (steps[1:] <= 3).all() and (steps >= 1).all()
+    # and how many anchors each frame's latent blends, with its mix (benchmarks/identity_spread.py)
+    n = produced["num_anchors"]
+    eff, alpha = frames["ours"]["anchors_eff"], frames["ours"]["alpha"]
+    assert eff.shape == (FRAMES,) and ((eff >= 1) & (eff <= n)).all() and alpha.shape == (FRAMES, n)
     assert produced["methods"]["paper"]["options"]["window"] == 1
 
 

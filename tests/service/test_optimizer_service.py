@@ -187,7 +187,7 @@ def test_stream_returns_one_latent_per_target_in_order(service, stub, tracked):
         assert np.isfinite(alpha).all()
     with_face = [r for i, r in enumerate(out) if i != 3]
     assert all(r.steps >= 1 and np.isfinite(r.keypoint_error) for r in with_face)
-    assert set(with_face[0].losses.terms) == {"keypoint", "mouth", "eye", "delta", "sum", "total"}
+    assert set(with_face[0].losses.terms) == {"keypoint", "mouth", "eye", "delta", "sum", "entropy", "total"}
     assert out[0].steps <= FAST.first_frame_steps and all(r.steps <= FAST.steps for r in with_face[1:])
     assert out[3].steps == 0 and out[3].ws == out[2].ws  # repeated latent
     print("optimizer service: keypoint error per frame",

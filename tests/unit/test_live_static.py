@@ -316,6 +316,11 @@ def test_packed_outputs_unpack_to_the_step_outputs_and_results_own_their_arrays(
     np.testing.assert_array_equal(fields["pick"].astype(np.int64), out["pick"][:2].numpy())
     np.testing.assert_array_equal(pics, out["image"][:2].numpy())
     assert fields["delta"].shape == (2, eng.num_ws, eng.anchors.shape[0]) and len(LOSS_NAMES) == fields["terms"].shape[1]
+    from reenact.models.pplus import effective_anchors
+
+    for r, _img in first:   # how many anchors each returned point blends, as the eager engine reports it
+        want = float(effective_anchors(torch.from_numpy(r.alpha), torch.from_numpy(r.delta), beta=opts.beta))
+        assert 1.0 <= r.anchors_eff <= eng.anchors.shape[0] and abs(r.anchors_eff - want) < 1e-4
     kept = [(r.ws.copy(), r.alpha.copy(), img.copy()) for r, img in first]
     step.run(frames(ts[2:5]))
     for (r, img), (ws, alpha, pic) in zip(first, kept, strict=True):

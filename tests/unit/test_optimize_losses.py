@@ -193,7 +193,7 @@ def test_every_loss_term_is_finite_with_gradients_to_alpha_and_delta(person, fac
     with torch.no_grad():
         point.delta.normal_(0, 0.01)
     terms, err = opt._terms(point, batch)
-    assert set(terms) == {"keypoint", "mouth", "eye", "delta", "sum", "total"}
+    assert set(terms) == {"keypoint", "mouth", "eye", "delta", "sum", "entropy", "total"}
     for name, value in terms.items():
         assert value.shape == (2,) and torch.isfinite(value).all(), name
     assert err.shape == (2,) and torch.isfinite(err).all()
@@ -302,7 +302,7 @@ def test_stream_returns_every_frame_once_in_order_with_latency(person, face_poin
     r = got[0]
     assert r.ws.shape == (person.G.num_ws, 16) and r.ws.dtype == np.float32
     assert r.alpha.shape == (4,) and r.delta.shape == (person.G.num_ws, 4)
-    assert set(r.losses) == {"keypoint", "mouth", "eye", "delta", "sum", "total"}
+    assert set(r.losses) == {"keypoint", "mouth", "eye", "delta", "sum", "entropy", "total"}
     assert np.isfinite(r.keypoint_error)
 
 
@@ -399,3 +399,82 @@ def test_latent_sigma_travels_in_the_optimizer_proto():
     assert options_from_proto(pb.OptimizerOptions(latent_sigma=1.5)).latent_sigma == 1.5
     with pytest.raises(InvalidInputError, match="config.options.latent_sigma"):
         options_from_proto(pb.OptimizerOptions(latent_sigma=-1.0))
+
+
+# ------------------------------------------------------------------------------ alpha_entropy, anchors_eff
+
+
+def test_anchor_entropy_counts_the_anchors_a_point_blends():
+    from reenact.models.pplus import anchor_entropy, coefficients, effective_anchors, init_alpha
+
+    n, num_ws = 10, 4
+    delta = torch.zeros(num_ws, n)
+    one = effective_anchors(init_alpha(n, index=3), delta)
+    uniform = effective_anchors(init_alpha(n), delta)
+    pair = torch.zeros(n)
+    pair[[2, 7]] = 0.5
+    two = effective_anchors(pair, delta)
+    # one anchor is 1 up to the dilation's leak to the others (softplus(beta) - beta each, ~0.5% at N 10)
+    assert 1.0 <= float(one) < 1.3
+    assert abs(float(two) - 2.0) < 0.3 and abs(float(uniform) - n) < 1e-3
+    # per layer, mean over layers: a delta that moves one layer to a single anchor lowers the mean
+    moved = torch.zeros(num_ws, n)
+    moved[0] = -init_alpha(n) + init_alpha(n, index=0)
+    assert float(anchor_entropy(coefficients(init_alpha(n), moved))) < float(anchor_entropy(coefficients(init_alpha(n), delta)))
+    batch = effective_anchors(torch.stack([init_alpha(n), pair]), torch.zeros(2, num_ws, n))
+    assert batch.shape == (2,) and torch.allclose(batch, torch.stack([uniform, two]))
+
+
+def test_alpha_entropy_option_is_validated_and_off_by_default():
+    assert OptimizerOptions().alpha_entropy == 0.0
+    for bad in (-0.1, float("nan"), 1e9):
+        with pytest.raises(InvalidInputError) as ei:
+            OptimizerOptions(alpha_entropy=bad).validate()
+        assert ei.value.violations[0].field == "options.alpha_entropy"
+    OptimizerOptions(alpha_entropy=0.5).validate()
+
+
+def test_alpha_entropy_term_pulls_toward_fewer_anchors(person, face_points):
+    from reenact.models.pplus import PPlus, effective_anchors
+
+    frames = [_frame(t, R) for t in targets(face_points, 2)]
+    off = ReenactmentOptimizer(person, opts())
+    on = ReenactmentOptimizer(person, opts(alpha_entropy=2.0))
+    batch = on._batch(frames)
+    point = PPlus(person.anchor_w, person.G.num_ws, batch_size=2)   # uniform: the widest blend
+    terms_off, _ = off._terms(point, batch)
+    assert torch.equal(terms_off["entropy"], torch.zeros(2))
+    terms, _ = on._terms(point, batch)
+    assert torch.allclose(terms["entropy"], 2.0 * torch.log(torch.tensor(4.0)).expand(2), atol=1e-3)
+    assert torch.allclose(terms["total"], terms_off["total"] + terms["entropy"])
+    # the entropy term alone, followed downhill, concentrates the mix
+    with torch.no_grad():
+        point.alpha.add_(torch.tensor([0.02, 0.0, 0.0, -0.02]))
+    before = effective_anchors(point.alpha, point.delta)
+    sgd = torch.optim.SGD(point.parameters(), lr=0.01)
+    for _ in range(20):
+        sgd.zero_grad()
+        on._terms(point, batch)[0]["entropy"].sum().backward()
+        sgd.step()
+    after = effective_anchors(point.alpha, point.delta)
+    assert (after < before - 0.1).all(), (before, after)
+
+
+def test_results_report_how_many_anchors_they_blend(person, face_points):
+    """FrameResult.anchors_eff is exp(entropy) of the returned point's mix, also after latent smoothing and
+    on frames without a face (the repeated latent's)."""
+    from reenact.models.pplus import effective_anchors
+
+    for extra in ({}, {"latent_sigma": 1.0}):
+        opt = ReenactmentOptimizer(person, opts(**extra))
+        ts = targets(face_points, 4)
+        ts[2] = Target(2, ts[2].keypoints, 128, None, has_face=False)
+        got = []
+        for t in ts:
+            got += opt.push(t)
+        got += opt.flush()
+        assert [r.index for r in got] == [0, 1, 2, 3]
+        for r in got:
+            want = float(effective_anchors(torch.from_numpy(r.alpha), torch.from_numpy(r.delta)))
+            assert 1.0 <= r.anchors_eff <= 4.0 and abs(r.anchors_eff - want) < 1e-4, (extra, r.index)
+        assert got[2].anchors_eff == got[1].anchors_eff
