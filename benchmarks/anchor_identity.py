@@ -91,6 +91,8 @@ def score(renders_path: str, bundle_path: str) -> dict:
         "real_to_refs": _stats(d_real), "render_to_refs": _stats(d_render),
         "render_minus_real": _stats(d_render - d_real), "render_to_own_frame": _stats(d_self),
         "psnr_db": _stats(psnr),
+        # per anchor, in the store's anchor order (NaN -> null: no face found), for benchmarks/identity_spread.py
+        "per_anchor": {"real_to_refs": _listed(d_real), "render_to_refs": _listed(d_render), "psnr_db": _listed(psnr)},
     }
     rows = [("real anchor frames -> references", d_real), ("their renders -> references", d_render),
             ("render minus real (per anchor)", d_render - d_real), ("render -> its own real frame", d_self),
@@ -100,6 +102,10 @@ def score(renders_path: str, bundle_path: str) -> dict:
     for name, v in rows:
         print(f"| {name} | {_pct(np.asarray(v, float))} |")
     return table
+
+
+def _listed(v) -> list[float | None]:
+    return [float(x) if np.isfinite(x) else None for x in np.asarray(v, float)]
 
 
 def _stats(v: np.ndarray) -> dict:

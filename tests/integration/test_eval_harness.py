@@ -535,8 +535,11 @@ def test_results_script_real_generators_enroll_variants_and_score_their_anchors(
     out = tmp_path / "real"
     tiny = "base_steps=20,tune_steps=3,init_steps=3,init_samples=8,eval_steps=2"
     env = dict(os.environ, OUT=str(out), FRAMES="3", RES="32", PROFILE="cpu-quick", DEVICE="cpu",
-               GENERATORS=f"a:{tiny} b:{tiny},tune_steps=4", PYTHON=sys.executable, PYTHONPATH=str(ROOT))
-    for mode in ("real-prepare", "real-generators", "real-score"):
+               GENERATORS=f"a:{tiny} b:{tiny},tune_steps=4", PYTHON=sys.executable, PYTHONPATH=str(ROOT),
+               # real-enrollments on the CPU too: one enrollment with PROFILE_SET's fields, then a variant of
+               # it (the alpha_entropy term) on the stored person
+               ENROLLMENTS="1", PROFILE_SET=f"{tiny},seed=2", VARIANTS="M:opening_weight=4 ae:alpha_entropy=1")
+    for mode in ("real-prepare", "real-generators", "real-enrollments", "real-score"):
         done = subprocess.run(["bash", str(ROOT / "scripts" / "results.sh"), mode], env=env, cwd=ROOT,
                               capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, (mode, done.stdout[-2000:], done.stderr[-3000:])
@@ -549,3 +552,19 @@ def test_results_script_real_generators_enroll_variants_and_score_their_anchors(
         assert res["methods"]["ours-relative"]["aggregate"]["frames"] == 3
         anchors = json.loads((g / "anchors.json").read_text())
         assert anchors["anchors"] == produced["num_anchors"] and anchors["references"] == 16
+        assert len(anchors["per_anchor"]["render_to_refs"]) == anchors["anchors"]
+    e1 = json.loads((out / "e1" / "produce.json").read_text())
+    assert e1["profile"]["seed"] == 2 and e1["profile"]["tune_steps"] == 3 and e1["profile"]["resolution"] == 32
+    variant = json.loads((out / "e1-ae" / "produce.json").read_text())["methods"]["ours-relative"]["options"]
+    assert variant["alpha_entropy"] == 1.0 and (out / "e1-ae" / "results.json").exists()
+    # benchmarks/identity_spread.py on the scored folders (each with its anchors.json): the mechanics only; dlib
+    # finds few faces at 32 px, and 3 frames say nothing
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "identity_spread.py"), str(out / "g-a"),
+                           str(out / "g-b"), "--json", str(tmp_path / "spread.json")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads((tmp_path / "spread.json").read_text())
+    found = [sum(v is not None for v in json.loads((out / g / "results.json").read_text())["methods"]["ours-relative"]
+                 ["per_frame"]["identity_distance"]) for g in ("g-a", "g-b")]
+    assert [r["frames"] for r in rows] == found and all("inherited_median" in r for r in rows)
+    assert "too few frames" in done.stdout and "inherited from its anchors" in done.stdout

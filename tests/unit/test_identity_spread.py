@@ -67,3 +67,30 @@ def test_outputs_without_anchors_eff_or_of_another_length_are_refused(mod, tmp_p
         mod.analyse(short, "ours-relative")
     with pytest.raises(SystemExit, match="no scored method"):
         mod.analyse(short, "paper")
+
+
+def test_inherited_identity_follows_the_anchors_each_frame_is_made_of(mod, tmp_path, capsys):
+    per = [0.2, 0.4, None, 0.3]
+    alpha = np.array([[1.0, 0.0, 0.0, 0.0],     # anchor 0 alone
+                      [0.5, 0.5, 0.0, 0.0],     # half 0, half 1
+                      [-0.02, 0.0, 1.0, 0.02],  # anchor 2 has no face: only anchor 3's weight counts
+                      [0.0, 0.0, 1.0, 0.0]])    # nothing known: NaN
+    got = mod.inherited_identity(alpha, per)
+    assert got[:3].tolist() == pytest.approx([0.2, 0.3, 0.3]) and np.isnan(got[3])
+    with pytest.raises(SystemExit, match="3 anchors in the latents but 4"):
+        mod.inherited_identity(alpha[:, :3], per)
+    rng = np.random.default_rng(1)
+    n = 30
+    a = np.zeros((n, 4), np.float32)
+    a[np.arange(n), rng.integers(0, 2, n)] = 1.0          # every frame one of anchors 0 and 1
+    dist = np.where(a[:, 0] > 0, 0.25, 0.45) + rng.normal(0, 0.01, n)
+    d = folder(tmp_path, "f", np.ones(n), dist)
+    frames_io.save(d / "ours-relative.npz", np.zeros((n, 4, 4, 3), np.uint8), "npz",
+                   anchors_eff=np.ones(n, np.float32), alpha=a)
+    (d / "anchors.json").write_text(json.dumps({"per_anchor": {"render_to_refs": per}}))
+    row = mod.analyse(d, "ours-relative")
+    assert row["spearman_inherited"] > 0.8 and row["anchor_renders_median"] == pytest.approx(0.3)
+    assert row["dominant_anchor"] in (0, 1) and row["dominant_share"] >= 0.5
+    (d / "anchors.json").write_text(json.dumps({"anchors": 4}))
+    with pytest.raises(SystemExit, match="no per-anchor identity"):
+        mod.analyse(d, "ours-relative")
