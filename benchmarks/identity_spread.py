@@ -89,6 +89,8 @@ def inherited_identity(alpha: np.ndarray, per_anchor: list) -> np.ndarray:
 
 
 def analyse(folder: Path, method: str, anchors: Path | None = None) -> dict:
+    if not (folder / "results.json").exists():
+        raise SystemExit(f"{folder}: no results.json (score it first: reenact eval score {folder} --bundle ...)")
     results = json.loads((folder / "results.json").read_text())
     if method not in results["methods"]:
         raise SystemExit(f"{folder}: no scored method {method!r} (have {sorted(results['methods'])})")

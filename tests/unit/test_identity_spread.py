@@ -67,6 +67,9 @@ def test_outputs_without_anchors_eff_or_of_another_length_are_refused(mod, tmp_p
         mod.analyse(short, "ours-relative")
     with pytest.raises(SystemExit, match="no scored method"):
         mod.analyse(short, "paper")
+    (short / "results.json").unlink()
+    with pytest.raises(SystemExit, match="no results.json"):
+        mod.analyse(short, "ours-relative")
 
 
 def test_inherited_identity_follows_the_anchors_each_frame_is_made_of(mod, tmp_path, capsys):
