@@ -278,8 +278,12 @@ def test_render_stored_latents_with_and_without_edits(stub, rgb_reenactment):
 
     plain = [image_from_proto(m.frame.image) for m in render()]
     assert len(plain) == DRIVING_FRAMES
-    for a, b in zip(plain, reenacted, strict=True):  # no edit: exactly the reenactment's frames
-        assert np.array_equal(a, b)
+    # no edit: the reenactment's frames, up to float rounding: Triton renders whatever batch the stream or the
+    # Render call has queued, and the CPU convolutions sum in another order for another batch size (CI saw
+    # one level off once); a real difference (another latent, a lost warp) moves far more
+    for a, b in zip(plain, reenacted, strict=True):
+        diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
+        assert diff.max() <= 2 and diff.mean() < 0.05, (diff.max(), diff.mean())
     smiling = [image_from_proto(m.frame.image) for m in render([g.Edit(semantic="smile", strength=2.0)])]
     change = np.mean([np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(smiling, plain, strict=True)])
     assert change > 0.5
